@@ -1,0 +1,394 @@
+"""Trial configuration: frozen dataclasses, one per concern, built from the nested dict a sweep
+spec (or Tune) hands over.
+
+`TrialConfig.from_dict` is the single boundary: an unknown key or a bad value raises `ValueError`
+naming the dotted key (e.g. ``model.head.kappa``). Presets are data (`HEAD_PRESETS`), applied
+under the user's own keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Named MLP-head shapes from the papers' code (SCIENCE.md §1); hidden/out are absolute widths.
+HEAD_PRESETS: dict[str, dict[str, Any]] = {
+    # SimCLR / [O] CIFAR projector: 512 -> 2048 -> 256, no BN.
+    "simclr": {"hidden": 2048, "out": 256, "depth": 2, "batch_norm": False, "last_bn": False},
+    # SAS critic used by [X]: 512 -> 512 -> BN -> ReLU -> 128 -> BN(affine=False), no biases.
+    "sas": {
+        "hidden": 512,
+        "out": 128,
+        "depth": 2,
+        "batch_norm": True,
+        "last_bn": True,
+        "bias": False,
+    },
+    # Barlow Twins projector: 512 -> 2048 -> BN -> ReLU -> 2048 -> BN -> ReLU -> 2048.
+    "barlow": {"hidden": 2048, "out": 2048, "depth": 3, "batch_norm": True, "last_bn": False},
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how much of it, and how the digit feature is composed (SCIENCE.md §4.1-4.2)."""
+
+    name: str = "digits_on_texture"  # key of headsweep.data.DATASETS
+    root: str = "./data"  # torchvision on-disk formats live here
+    download: bool = False
+    n_train: int = 5000  # 0 = the whole split
+    n_test: int = 1000
+    seed: int = 0  # fixes the dataset itself (textures, digit pairing); the trial seed does not
+    digit_size: int = 16  # digit resized to this many px, centred in 32x32 (32 = full frame)
+    strength: float = 1.0  # s, the digit's feature strength
+    soft_mask: bool = True  # m = D (soft) or 1[D > 0]
+    # Vector data of the theory (§4.1): x = sum_k phi_k z_k e_k + noise * xi.
+    dim: int = 20
+    phi: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2)
+    noise: float = 0.1
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Two-view augmentation, applied per sample on the device (headsweep.views)."""
+
+    p_drop: float = 0.0  # per pair: exactly one view loses the digit with this probability
+    flip: float = 0.5
+    crop_pad: int = 0  # pad-and-crop shift in px; [X] uses none for the digit experiment
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    # Vector data: per-feature drop probability p_k (one random view), and sign-flip features.
+    feature_drop: tuple[float, ...] = ()
+    sign_flip: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Projection head (SCIENCE.md §1). Fields a head does not use are ignored by it."""
+
+    name: str = "mlp"  # key of headsweep.heads.HEADS
+    preset: str = ""  # "" or a key of HEAD_PRESETS; explicit keys override it
+    hidden: int = 512
+    out: int = 128
+    depth: int = 2  # number of Linear layers in the MLP
+    batch_norm: bool = True
+    last_bn: bool = False  # BN(affine=False) on the output (SAS critic)
+    bias: bool = True
+    kappa: float = 1.05  # fixed_reweight: r_i = kappa^-i
+    levels: int = 5  # discrete: FSQ levels per dimension
+    latents: int = 2048  # topk_sae dictionary size ([O]: 100k)
+    k: int = 20  # topk_sae active latents ([O]: 1000, ratio 0.01)
+    sae_prelude: bool = False  # Linear-BN-ReLU before the SAE (Barlow variant of [O])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "small_cnn"  # key of headsweep.backbones.BACKBONES
+    widths: tuple[int, ...] = (32, 64, 128)  # small_cnn channels / mlp hidden widths
+    stem_padding: int = 1  # resnet18 3x3 stem; [O]'s code uses 2
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "nt_xent"  # key of headsweep.losses.LOSSES
+    temperature: float = 0.5
+    lambda_offdiag: float = 0.0051  # Barlow Twins
+    scale: float = 0.1  # Barlow Twins ([O])
+    target: str = ""  # label target for supcon / cross_entropy (e.g. "coarse")
+    mi_lambda: float = 0.0  # weight of the I_alpha bottleneck term [O]; 0 = baseline
+    mi_alpha: int = 2
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adam"  # adam | sgd | lars
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    lars_eta: float = 0.02  # trust coefficient (solo-learn default)
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0
+    scale_lr_by_batch: bool = False  # lr * batch / 256 ([O])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Frozen-feature probes (SCIENCE.md §5); the protocol is recorded with every result."""
+
+    protocol: str = "logistic"  # logistic (L-BFGS, L2) | ridge (closed form)
+    penalty: float = 1e-3
+    steps: int = 500
+    standardize: bool = False  # standardising removes part of the pre/post effect
+    few_shot: int = 0  # labelled examples per class for the probe's training set (0 = all)
+    targets: tuple[str, ...] = ()  # () = every target of the dataset
+    online_n: int = 1000  # examples for the cheap per-epoch ridge probe (0 = off)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None = None) -> TrialConfig:
+        """Build and validate a config from a nested dict (missing keys take defaults)."""
+        cfg = build(cls, raw or {})
+        _validate(cfg)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values: what MLflow params and Parquet columns carry."""
+        return flatten(self.to_dict())
+
+    def replace(self, overrides: Mapping[str, Any]) -> TrialConfig:
+        """A copy with dotted-key overrides applied, validated again."""
+        return TrialConfig.from_dict(merge(self.to_dict(), unflatten(overrides)))
+
+
+# --------------------------------------------------------------------------- dict plumbing
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{dotted}: '{part}' is both a value and a section")
+        node[leaf] = value
+    return tree
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `update` wins."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _as_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _as_plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_as_plain(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- typed building
+
+
+def build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
+    """Any config dataclass from a nested dict: types coerced, unknown keys refused by name."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(
+            f"unknown config key '{prefix}{unknown[0]}' (allowed in "
+            f"'{prefix.rstrip('.') or 'config'}': {', '.join(names)})"
+        )
+    values = dict(raw)
+    if cls is HeadConfig and values.get("preset"):
+        preset = values["preset"]
+        if preset not in HEAD_PRESETS:
+            raise ValueError(
+                f"{prefix}preset: unknown preset {preset!r} (allowed: {', '.join(HEAD_PRESETS)})"
+            )
+        values = {**HEAD_PRESETS[preset], **values}
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, values[name], key + ".")
+        else:
+            kwargs[name] = _coerce(values[name], hint, key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no unions in the config today
+        raise TypeError(f"{key}: union types are not supported")
+    raise TypeError(f"{key}: unsupported config type {hint}")
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _choice(key: str, value: str, allowed: typing.Iterable[str]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{key}: unknown value {value!r} (allowed: {', '.join(allowed)})")
+
+
+def _check(key: str, ok: bool, need: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{key}: must be {need}, got {value!r}")
+
+
+def _validate(cfg: TrialConfig) -> None:
+    # Registries live with their builders; imported here to keep config free of torch modules.
+    from headsweep.backbones import BACKBONES
+    from headsweep.data import DATASETS
+    from headsweep.heads import HEADS
+    from headsweep.losses import LOSSES
+
+    d, a, m, h, lo, o, t, p = (
+        cfg.data,
+        cfg.aug,
+        cfg.model,
+        cfg.model.head,
+        cfg.loss,
+        cfg.optim,
+        cfg.train,
+        cfg.probe,
+    )
+    _choice("data.name", d.name, DATASETS)
+    _check("data.n_train", d.n_train >= 0, ">= 0", d.n_train)
+    _check("data.n_test", d.n_test >= 0, ">= 0", d.n_test)
+    _check("data.digit_size", 4 <= d.digit_size <= 32, "in [4, 32]", d.digit_size)
+    _check("data.strength", 0.0 <= d.strength <= 1.0, "in [0, 1]", d.strength)
+    _check("data.dim", d.dim >= len(d.phi) >= 1, f">= len(data.phi) = {len(d.phi)}", d.dim)
+    _check("data.noise", d.noise >= 0, ">= 0", d.noise)
+    _check("aug.p_drop", 0.0 <= a.p_drop <= 1.0, "in [0, 1]", a.p_drop)
+    _check("aug.flip", 0.0 <= a.flip <= 1.0, "in [0, 1]", a.flip)
+    _check("aug.crop_pad", 0 <= a.crop_pad <= 16, "in [0, 16]", a.crop_pad)
+    _check("aug.jitter_p", 0.0 <= a.jitter_p <= 1.0, "in [0, 1]", a.jitter_p)
+    _check("aug.gray_p", 0.0 <= a.gray_p <= 1.0, "in [0, 1]", a.gray_p)
+    _check(
+        "aug.jitter",
+        all(v >= 0 for v in a.jitter) and a.jitter[3] <= 0.5,
+        "non-negative with hue <= 0.5",
+        a.jitter,
+    )
+    _check(
+        "aug.feature_drop",
+        len(a.feature_drop) in (0, len(d.phi)) and all(0 <= v <= 1 for v in a.feature_drop),
+        f"empty or {len(d.phi)} probabilities in [0, 1]",
+        a.feature_drop,
+    )
+    _check(
+        "aug.sign_flip",
+        all(0 <= j < len(d.phi) for j in a.sign_flip),
+        f"feature indices in [0, {len(d.phi)})",
+        a.sign_flip,
+    )
+    _choice("model.backbone", m.backbone, BACKBONES)
+    _check(
+        "model.widths",
+        len(m.widths) >= 1 and all(w >= 1 for w in m.widths),
+        "a non-empty list of positive widths",
+        m.widths,
+    )
+    _check("model.stem_padding", 0 <= m.stem_padding <= 3, "in [0, 3]", m.stem_padding)
+    _choice("model.head.name", h.name, HEADS)
+    _check("model.head.depth", h.depth >= 1, ">= 1", h.depth)
+    _check("model.head.hidden", h.hidden >= 1, ">= 1", h.hidden)
+    _check("model.head.out", h.out >= 1, ">= 1", h.out)
+    _check("model.head.kappa", h.kappa > 0, "> 0", h.kappa)
+    _check("model.head.levels", h.levels >= 2, ">= 2", h.levels)
+    _check("model.head.latents", h.latents >= 1, ">= 1", h.latents)
+    _check("model.head.k", 1 <= h.k <= h.latents, f"in [1, model.head.latents={h.latents}]", h.k)
+    _choice("loss.name", lo.name, LOSSES)
+    _check("loss.temperature", lo.temperature > 0, "> 0", lo.temperature)
+    _check("loss.mi_lambda", lo.mi_lambda >= 0, ">= 0", lo.mi_lambda)
+    _check("loss.mi_alpha", lo.mi_alpha >= 2, "an integer >= 2", lo.mi_alpha)
+    if lo.name in ("supcon", "cross_entropy"):
+        _check("loss.target", bool(lo.target), f"set for loss.name={lo.name!r}", lo.target)
+    _choice("optim.name", o.name, ("adam", "sgd", "lars"))
+    _choice("optim.schedule", o.schedule, ("cosine", "constant"))
+    _check("optim.lr", o.lr > 0, "> 0", o.lr)
+    _check("optim.weight_decay", o.weight_decay >= 0, ">= 0", o.weight_decay)
+    _check("optim.momentum", 0 <= o.momentum < 1, "in [0, 1)", o.momentum)
+    _check(
+        "optim.warmup_epochs",
+        0 <= o.warmup_epochs <= t.epochs,
+        f"in [0, train.epochs={t.epochs}]",
+        o.warmup_epochs,
+    )
+    _check("train.epochs", t.epochs >= 1, ">= 1", t.epochs)
+    _check("train.batch_size", t.batch_size >= 2, ">= 2", t.batch_size)
+    _check("train.threads", t.threads >= 0, ">= 0", t.threads)
+    _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))
+    _check(
+        "train.device",
+        t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+        "auto, cpu, cuda or cuda:N",
+        t.device,
+    )
+    _choice("probe.protocol", p.protocol, ("logistic", "ridge"))
+    _check("probe.penalty", p.penalty >= 0, ">= 0", p.penalty)
+    _check("probe.steps", p.steps >= 1, ">= 1", p.steps)
+    _check("probe.few_shot", p.few_shot >= 0, ">= 0", p.few_shot)
+    _check("probe.online_n", p.online_n >= 0, ">= 0", p.online_n)

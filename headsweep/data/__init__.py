@@ -1,0 +1,29 @@
+"""Datasets by name. Each builder takes a `DataConfig` and returns a CPU `Dataset`;
+`load_dataset` moves it to the trial's device once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from headsweep.config import DataConfig
+from headsweep.data.base import Dataset, Split, pair_at_random, place_digits
+from headsweep.data.digits_on_texture import digits_on_texture
+from headsweep.data.synthetic import synthetic
+from headsweep.data.torchvision_formats import cifar10, cifar100, mnist_on_cifar10
+
+DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
+    "digits_on_texture": digits_on_texture,
+    "mnist_on_cifar10": mnist_on_cifar10,
+    "cifar10": cifar10,
+    "cifar100": cifar100,
+    "synthetic": synthetic,
+}
+
+
+def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
+    return DATASETS[cfg.name](cfg).to(device)
+
+
+__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "pair_at_random", "place_digits"]

@@ -1,0 +1,313 @@
+"""One trial as a plain function: `pretrain(config) -> TrialResult`.
+
+config -> dataset on the device (uint8, once) -> two views per step by batched tensor ops ->
+backbone -> head taps -> loss (+ mi_lambda * I_alpha) -> per-epoch metrics (loss, I₂ and its
+bounds, a cheap ridge probe, throughput) -> at the end, frozen-feature probes on every tap and
+target. The Ray trainable adds reporting and checkpoints around it via `on_epoch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from headsweep import metrics as M
+from headsweep.backbones import build_backbone
+from headsweep.config import TrialConfig
+from headsweep.data import Dataset, Split, load_dataset
+from headsweep.heads import build_head
+from headsweep.losses import LOSSES
+from headsweep.optim import build_optimizer, build_scheduler
+from headsweep.probes import extract, fit_probes, frozen, ridge_accuracy
+from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
+from headsweep.views import clean_view, two_views
+
+log = logging.getLogger(__name__)
+
+OnEpoch = Callable[[int, dict[str, float], "TrainState"], None]
+
+
+class Model(nn.Module):
+    """Encoder + head (+ a classifier on the head output for the cross-entropy setup).
+    forward(x) -> taps: pre (encoder features), internal layers, post."""
+
+    def __init__(self, cfg: TrialConfig, in_channels: int, classes: int) -> None:
+        super().__init__()
+        self.backbone = build_backbone(cfg.model, in_channels)
+        self.head = build_head(self.backbone.dim, cfg.model.head)
+        self.classifier = (
+            nn.Linear(self.head.out_dim, classes) if cfg.loss.name == "cross_entropy" else None
+        )
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.head(self.backbone(x))
+
+
+@dataclass
+class TrialResult:
+    config: dict[str, Any]
+    metrics: dict[str, float]  # final flat metrics: probes, last-epoch training metrics
+    probes: list[dict[str, Any]]  # one row per tap x target
+    history: list[dict[str, float]]  # one row per epoch
+    timings: dict[str, float]
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs to continue exactly where it stopped."""
+
+    model: Model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(row) for row in state["history"]]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomic write: a temp file in the same directory, then rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    # weights_only: a checkpoint is data, never code.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager:
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class _Trial:
+    """The pieces of one trial; methods are the phases of `pretrain`."""
+
+    def __init__(self, cfg: TrialConfig, data: Dataset, device: torch.device) -> None:
+        self.cfg, self.data, self.device = cfg, data, device
+        self.autocast = autocast_for(device, cfg.train.precision)
+        # channels_last helps convolutions on tensor cores; on the CPU it only costs copies.
+        self.channels_last = device.type == "cuda" and data.kind == "image"
+        in_dim = data.channels if data.kind == "image" else cfg.data.dim
+        target = cfg.loss.target
+        self.model = Model(cfg, in_dim, data.classes.get(target, 1)).to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        n = len(data.train)
+        self.batch_size = min(cfg.train.batch_size, n)
+        self.steps_per_epoch = n // self.batch_size  # drop the ragged tail: fixed BN batch size
+        optimizer = build_optimizer(cfg.optim, list(self.model.parameters()), self.batch_size)
+        scheduler = build_scheduler(cfg.optim, optimizer, self.steps_per_epoch, cfg.train.epochs)
+        generator = torch.Generator(device).manual_seed(cfg.train.seed)
+        self.state = TrainState(self.model, optimizer, scheduler, generator)
+        online_n = cfg.probe.online_n
+        self.online = (data.train.head(online_n), data.test.head(online_n)) if online_n else None
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        with self.autocast:
+            return self.model(self._input(x))
+
+    def train_epoch(self) -> dict[str, float]:
+        cfg, state, model = self.cfg, self.state, self.model
+        objective = LOSSES[cfg.loss.name]
+        model.train()
+        order = torch.randperm(len(self.data.train), generator=state.generator, device=self.device)
+        sums = torch.zeros(5, device=self.device)  # loss, total, mi, mi_lower, mi_upper
+        start = time.perf_counter()
+        for step in range(self.steps_per_epoch):
+            batch = self.data.train.take(
+                order[step * self.batch_size : (step + 1) * self.batch_size]
+            )
+            v1, v2 = two_views(batch, cfg.aug, cfg.data, state.generator)
+            taps = self.encode(torch.cat([v1, v2]))  # one pass: both views share BN statistics
+            h, z = taps["pre"].float(), taps["post"].float()
+            out = z if model.classifier is None else model.classifier(z).float()
+            labels = batch.labels[cfg.loss.target] if cfg.loss.target else None
+            loss = objective(*out.chunk(2), labels, cfg.loss)
+            total = loss
+            if cfg.loss.mi_lambda > 0:
+                total = loss + cfg.loss.mi_lambda * matrix_mutual_information(
+                    h, z, cfg.loss.mi_alpha
+                )
+            state.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            state.optimizer.step()
+            state.scheduler.step()
+            mi = bottleneck_metrics(
+                *h.detach().chunk(2), *z.detach().chunk(2), cfg.loss.temperature
+            )
+            sums += torch.stack(
+                [loss.detach(), total.detach(), mi["mi"], mi["mi_lower"], mi["mi_upper"]]
+            )
+        means = (sums / self.steps_per_epoch).tolist()  # the epoch's single device sync
+        seconds = time.perf_counter() - start
+        if not all(math.isfinite(v) for v in means[:2]):
+            raise FloatingPointError(
+                f"loss became {means[0]} at epoch {state.epoch + 1} (loss.name="
+                f"{cfg.loss.name}, optim.lr={cfg.optim.lr}); lower the learning rate or check "
+                "the inputs"
+            )
+        return {
+            M.LOSS: means[0],
+            M.TOTAL_LOSS: means[1],
+            M.MI: means[2],
+            M.MI_LOWER: means[3],
+            M.MI_UPPER: means[4],
+            M.LR: state.scheduler.get_last_lr()[0],
+            M.THROUGHPUT: 2 * self.steps_per_epoch * self.batch_size / seconds,
+            M.EPOCH_TIME: seconds,
+        }
+
+    def features(self, split: Split) -> dict[str, Tensor]:
+        g = torch.Generator(self.device).manual_seed(self.cfg.data.seed)  # fixed vector noise
+        bs = max(self.batch_size, 256)
+        with frozen(self.model):
+            return extract(
+                self.encode,
+                lambda a, b: clean_view(split.take(torch.arange(a, b)), self.cfg.data, g),
+                len(split),
+                bs,
+            )
+
+    def online_probe(self) -> dict[str, float]:
+        """Ridge probe on pre and post features of fixed subsets: cheap enough every epoch."""
+        if self.online is None:
+            return {}
+        train, test = self.online
+        f_train, f_test = self.features(train), self.features(test)
+        out = {}
+        for target, classes in self.data.classes.items():
+            for tap in ("pre", "post"):
+                out[M.online(target, tap)] = ridge_accuracy(
+                    f_train[tap],
+                    train.labels[target],
+                    f_test[tap],
+                    test.labels[target],
+                    classes,
+                    self.cfg.probe.penalty,
+                )
+            out[M.online(target, "gap")] = (
+                out[M.online(target, "pre")] - out[M.online(target, "post")]
+            )
+        return out
+
+    def final_probes(self) -> list[dict[str, Any]]:
+        train, test = self.data.train, self.data.test
+        results = fit_probes(
+            self.features(train),
+            self.features(test),
+            train.labels,
+            test.labels,
+            self.data.classes,
+            self.cfg.probe,
+            self.cfg.train.seed,
+        )
+        return [r.to_dict() for r in results]
+
+
+def pretrain(
+    config: TrialConfig | Mapping[str, Any],
+    on_epoch: OnEpoch | None = None,
+    resume: str | os.PathLike | Mapping[str, Any] | None = None,
+) -> TrialResult:
+    """Run one trial. `on_epoch(epoch, metrics, state)` is called after every epoch (1-based);
+    `state.save(path)` writes a checkpoint that `resume=` continues exactly."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    t0 = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)  # the one seeding point of a trial
+    data = load_dataset(cfg.data, device)
+    for target in [cfg.loss.target] if cfg.loss.target else []:
+        if target not in data.classes:
+            raise ValueError(
+                f"loss.target: unknown target {target!r} for data.name="
+                f"{cfg.data.name!r} (allowed: {', '.join(data.classes)})"
+            )
+    t_data = time.perf_counter()
+    trial = _Trial(cfg, data, device)
+    state = trial.state
+    if resume is not None:
+        state.load_state_dict(resume if isinstance(resume, Mapping) else load_checkpoint(resume))
+        log.info("resumed at epoch %d", state.epoch)
+    while state.epoch < cfg.train.epochs:
+        metrics = trial.train_epoch()
+        metrics.update(trial.online_probe())
+        state.epoch += 1
+        metrics[M.EPOCH] = state.epoch
+        state.history.append(metrics)
+        log.info("epoch %d/%d loss %.4f", state.epoch, cfg.train.epochs, metrics[M.LOSS])
+        if on_epoch is not None:
+            on_epoch(state.epoch, metrics, state)
+    t_train = time.perf_counter()
+    probes = trial.final_probes()
+    t_probe = time.perf_counter()
+    final = dict(state.history[-1]) if state.history else {}
+    for row in probes:
+        final[M.probe(row["target"], row["tap"])] = row["accuracy"]
+    for target in data.classes:
+        if M.probe(target, "pre") in final:
+            final[M.probe(target, "gap")] = (
+                final[M.probe(target, "pre")] - final[M.probe(target, "post")]
+            )
+    timings = {
+        "data_s": t_data - t0,
+        "train_s": t_train - t_data,
+        "probe_s": t_probe - t_train,
+        "total_s": t_probe - t0,
+    }
+    return TrialResult(cfg.to_dict(), final, probes, state.history, timings, str(device))

@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+
+from headsweep import TrialConfig, load_checkpoint, pretrain
+from headsweep import metrics as M
+from headsweep.data import load_dataset
+from headsweep.train import _Trial
+
+TINY = {
+    "data": {"n_train": 256, "n_test": 128},
+    "train": {"epochs": 2, "batch_size": 64},
+    "model": {"widths": [8, 16], "head": {"hidden": 32, "out": 16}},
+    "probe": {"steps": 50, "online_n": 64},
+}
+
+
+def tiny(**sections) -> dict:
+    cfg = {k: dict(v) for k, v in TINY.items()}
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def test_pretrain_returns_probes_for_every_tap_and_target_and_epoch_history():
+    seen = []
+    result = pretrain(tiny(), on_epoch=lambda epoch, metrics, state: seen.append(epoch))
+    assert seen == [1, 2] and len(result.history) == 2
+    taps = {row["tap"] for row in result.probes}
+    assert taps == {"pre", "layer1", "post"}
+    assert {row["target"] for row in result.probes} == {"object", "coarse", "digit"}
+    for target in ("object", "digit"):
+        gap = result.metrics[M.probe(target, "gap")]
+        pre, post = result.metrics[M.probe(target, "pre")], result.metrics[M.probe(target, "post")]
+        assert gap == pytest.approx(pre - post)
+    for key in (M.LOSS, M.MI, M.MI_LOWER, M.MI_UPPER, M.THROUGHPUT, M.online("digit", "pre")):
+        assert math.isfinite(result.history[-1][key]), key
+    assert result.config["train"]["epochs"] == 2
+    assert set(result.timings) == {"data_s", "train_s", "probe_s", "total_s"}
+
+
+def test_resumed_checkpoint_continues_exactly(tmp_path):
+    path = tmp_path / "epoch1.pt"
+
+    def save_first(epoch, metrics, state):
+        if epoch == 1:
+            state.save(path)
+
+    full = pretrain(tiny(), on_epoch=save_first)
+    resumed = pretrain(tiny(), resume=path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert resumed.history[0] == full.history[0]  # restored, not recomputed
+    for key, value in full.history[1].items():
+        if key not in (M.THROUGHPUT, M.EPOCH_TIME):
+            assert resumed.history[1][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert resumed.metrics[M.probe("digit", "pre")] == pytest.approx(
+        full.metrics[M.probe("digit", "pre")], abs=1e-6
+    )
+
+
+def test_probing_changes_no_weight_and_no_bn_buffer():
+    cfg = TrialConfig.from_dict(tiny())
+    trial = _Trial(cfg, load_dataset(cfg.data), torch.device("cpu"))
+    trial.train_epoch()
+    before = {k: v.clone() for k, v in trial.model.state_dict().items()}
+    trial.online_probe()
+    trial.final_probes()
+    after = trial.model.state_dict()
+    assert trial.model.training  # mode restored
+    assert any("running_mean" in k for k in before)
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+
+
+def test_nan_loss_fails_with_a_clear_error():
+    cfg = tiny(optim={"name": "sgd", "lr": 1e12, "momentum": 0.0}, loss={"name": "spectral"})
+    with pytest.raises(FloatingPointError, match="loss became"):
+        pretrain(cfg)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"loss": {"name": "supcon", "target": "coarse"}},
+        {"loss": {"name": "cross_entropy", "target": "coarse"}, "optim": {"name": "sgd"}},
+        {"loss": {"name": "barlow"}, "optim": {"name": "lars", "lr": 0.3, "warmup_epochs": 1}},
+        {"loss": {"mi_lambda": 0.5}, "model": {"head": {"name": "discrete", "levels": 4}}},
+        {"model": {"head": {"name": "topk_sae", "latents": 64, "k": 4}}},
+        {"model": {"head": {"name": "fixed_reweight", "kappa": 1.2}}, "aug": {"p_drop": 0.5}},
+    ],
+)
+def test_every_setup_runs(sections):
+    result = pretrain(tiny(**sections))
+    assert math.isfinite(result.metrics[M.LOSS])
+    assert 0 <= result.metrics[M.probe("digit", "post")] <= 1
+
+
+def test_vector_data_with_mlp_backbone():
+    result = pretrain(
+        tiny(
+            data={"name": "synthetic", "n_train": 512, "n_test": 256},
+            model={"backbone": "mlp", "widths": [32, 16]},
+            aug={"feature_drop": [0, 0, 0, 0.5, 0.5]},
+        )
+    )
+    assert {r["target"] for r in result.probes} == {f"feature{k}" for k in range(5)}
+
+
+def test_mi_regulariser_lowers_i2():
+    base = pretrain(tiny(train={"epochs": 3}))
+    regularised = pretrain(tiny(train={"epochs": 3}, loss={"mi_lambda": 5.0}))
+    assert regularised.metrics[M.MI] < base.metrics[M.MI]
+
+
+def test_unknown_loss_target_names_the_key():
+    with pytest.raises(ValueError, match="loss.target"):
+        pretrain(tiny(loss={"name": "supcon", "target": "fine"}))
+
+
+def test_small_cnn_learns_object_and_digit_on_digits_on_texture():
+    """Acceptance (reduced): both probes on pre features reach 3x chance (10 classes)."""
+    result = pretrain(
+        {
+            "data": {"n_train": 1536, "n_test": 512},
+            "train": {"epochs": 6, "batch_size": 256},
+            "probe": {"online_n": 0},
+        }
+    )
+    assert result.metrics[M.probe("object", "pre")] >= 0.3
+    assert result.metrics[M.probe("digit", "pre")] >= 0.3
+
+
+@pytest.mark.slow
+def test_full_size_digits_run_within_three_minutes():
+    """Acceptance: 5,000 images, mlp head, p_drop 0, < 3 min on 2 CPU cores."""
+    result = pretrain(
+        {
+            "data": {"n_train": 5000, "n_test": 1000},
+            "train": {"epochs": 10},
+            "model": {"head": {"preset": "sas"}},
+        }
+    )
+    assert result.timings["total_s"] < 180
+    assert result.metrics[M.probe("object", "pre")] >= 0.3
+    assert result.metrics[M.probe("digit", "pre")] >= 0.3
