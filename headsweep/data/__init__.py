@@ -21,9 +21,32 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
     "synthetic": synthetic,
 }
 
+# The label targets each dataset provides, known without loading it (specs are checked early).
+TARGETS: dict[str, tuple[str, ...]] = {
+    "digits_on_texture": ("object", "coarse", "digit"),
+    "mnist_on_cifar10": ("object", "digit"),
+    "cifar10": ("object",),
+    "cifar100": ("fine", "coarse"),
+}
+
+
+def targets_of(cfg: DataConfig) -> list[str]:
+    if cfg.name == "synthetic":
+        return [f"feature{k}" for k in range(len(cfg.phi))]
+    return list(TARGETS[cfg.name])
+
 
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     return DATASETS[cfg.name](cfg).to(device)
 
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "pair_at_random", "place_digits"]
+__all__ = [
+    "DATASETS",
+    "TARGETS",
+    "Dataset",
+    "Split",
+    "load_dataset",
+    "pair_at_random",
+    "place_digits",
+    "targets_of",
+]

@@ -1,0 +1,166 @@
+"""Figures of a sweep (PNG): for each swept numeric axis and target, pre and post probe accuracy
+and the gap against the axis, one line per head, seed error bars (the shape of [X] Fig. 3);
+and a pre-versus-post scatter of every trial."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis.tables import HEAD_KEY
+
+MAX_LINES = 8
+LABELS = {
+    "aug.p_drop": "augmentation drop rate p_drop",
+    "data.strength": "digit feature strength s",
+    "optim.weight_decay": "weight decay",
+    "model.head.kappa": "reweighting κ",
+    "loss.mi_lambda": "MI regulariser strength λ",
+    "model.head.levels": "FSQ levels L",
+    "model.head.k": "top-k active latents",
+}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Write only when the picture changed, so a re-run leaves files untouched."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    data = buffer.getvalue()
+    if not path.exists() or path.read_bytes() != data:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".png.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def _numeric_axes(gaps: pd.DataFrame, settings: list[str]) -> list[str]:
+    axes = []
+    for key in settings:
+        if key == HEAD_KEY or key not in gaps:
+            continue
+        values = gaps[key].dropna()
+        if values.nunique() >= 2 and pd.api.types.is_numeric_dtype(values):
+            axes.append(key)
+    return axes
+
+
+def _line_label(row: pd.Series, keys: list[str]) -> str:
+    parts = []
+    for key in keys:
+        value = row[key]
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        parts.append(
+            str(value)
+            if key == HEAD_KEY
+            else f"{key.split('.')[-1]}={value:g}"
+            if isinstance(value, int | float)
+            else f"{key.split('.')[-1]}={value}"
+        )
+    return ", ".join(parts) or "all"
+
+
+def axis_figures(gaps: pd.DataFrame, settings: list[str], out: Path, sweep: str) -> list[Path]:
+    paths = []
+    for axis in _numeric_axes(gaps, settings):
+        others = [k for k in settings if k != axis]
+        for target, frame in gaps.groupby("target", sort=True):
+            frame = frame.copy()
+            frame["_line"] = frame.apply(lambda r, o=others: _line_label(r, o), axis=1)
+            lines = sorted(frame["_line"].unique())
+            note = ""
+            if len(lines) > MAX_LINES:  # too many combinations: average the other axes
+                frame = frame.groupby(axis, as_index=False)[
+                    ["pre_mean", "post_mean", "gap_mean", "pre_std", "post_std", "gap_std"]
+                ].mean()
+                frame["_line"] = "all settings"
+                lines, note = ["all settings"], " (averaged over the other axes)"
+            fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+            colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+            for i, line in enumerate(lines):
+                part = frame[frame["_line"] == line].sort_values(axis)
+                colour = colours[i % len(colours)]
+                x = part[axis].to_numpy(dtype=float)
+                left.errorbar(
+                    x,
+                    part["pre_mean"],
+                    yerr=part["pre_std"].fillna(0),
+                    color=colour,
+                    marker="o",
+                    capsize=3,
+                    label=f"{line} · pre",
+                )
+                left.errorbar(
+                    x,
+                    part["post_mean"],
+                    yerr=part["post_std"].fillna(0),
+                    color=colour,
+                    marker="s",
+                    linestyle="--",
+                    capsize=3,
+                    label=f"{line} · post",
+                )
+                right.errorbar(
+                    x,
+                    part["gap_mean"],
+                    yerr=part["gap_std"].fillna(0),
+                    color=colour,
+                    marker="o",
+                    capsize=3,
+                    label=line,
+                )
+            label = LABELS.get(axis, axis)
+            left.set(
+                xlabel=label,
+                ylabel=f"{target} probe accuracy",
+                title=f"{target}: pre (solid) vs post (dashed)",
+            )
+            right.axhline(0, color="grey", linewidth=0.8)
+            right.set(
+                xlabel=label,
+                ylabel="gap = pre − post (accuracy)",
+                title=f"{target}: pre − post gap, mean ± std over seeds",
+            )
+            left.legend(fontsize=7, loc="best")
+            right.legend(fontsize=7, loc="best")
+            fig.suptitle(f"{sweep}{note}", fontsize=10)
+            safe = axis.replace(".", "_")
+            paths.append(_save(fig, out / f"{target}_vs_{safe}.png"))
+    return paths
+
+
+def scatter_figure(probes: pd.DataFrame, out: Path, sweep: str) -> Path | None:
+    paired = probes[probes["tap"].isin(["pre", "post"])]
+    if paired.empty:
+        return None
+    index = ["trial_id", "target"] + ([HEAD_KEY] if HEAD_KEY in paired else [])
+    wide = paired.pivot_table(
+        index=index, columns="tap", values="accuracy", aggfunc="first"
+    ).reset_index()
+    targets = sorted(wide["target"].unique())
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 4.2), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=False):
+        part = wide[wide["target"] == target]
+        groups = part.groupby(HEAD_KEY) if HEAD_KEY in part else [("trials", part)]
+        for head, group in groups:
+            ax.scatter(group["post"], group["pre"], label=str(head), s=22, alpha=0.8)
+        low = float(min(part["pre"].min(), part["post"].min()))
+        high = float(max(part["pre"].max(), part["post"].max()))
+        ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        ax.set(
+            xlabel="post-projection accuracy",
+            ylabel="pre-projection accuracy",
+            title=f"{target}: each trial (above the line: pre wins)",
+        )
+        ax.legend(fontsize=7)
+    fig.suptitle(sweep, fontsize=10)
+    return _save(fig, out / "pre_vs_post_scatter.png")
