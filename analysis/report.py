@@ -215,8 +215,9 @@ def compare_sweeps(a: str, b: str, loc: Any) -> str:
     keys = [k for k in settings_a if k in settings_b] + ["target"]
     cols = ["pre_mean", "post_mean", "gap_mean", "n"]
     merged = gaps_a[keys + cols].merge(
-        gaps_b[keys + cols], on=keys, how="outer", suffixes=(f" [{a}]", f" [{b}]")
+        gaps_b[keys + cols], on=keys, how="outer", suffixes=(" A", " B")
     )
-    merged["gap difference"] = merged[f"gap_mean [{b}]"] - merged[f"gap_mean [{a}]"]
+    merged["gap B - A"] = merged["gap_mean B"] - merged["gap_mean A"]
     merged = merged.rename(columns={k: _short(k) for k in keys})
-    return merged.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    table = merged.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    return f"A = {a}\nB = {b}\n{table}"

@@ -105,9 +105,9 @@ def varying_keys(records: list[TrialRecord]) -> list[str]:
 def setting_keys(records: list[TrialRecord]) -> list[str]:
     """What defines a setting: the head (always, when there is one) and every varying key
     except the seed."""
-    keys = [k for k in varying_keys(records) if k not in SEED_KEYS]
+    keys = [k for k in varying_keys(records) if k not in (*SEED_KEYS, HEAD_KEY)]
     has_head = any(HEAD_KEY in r.config for r in records)
-    return ([HEAD_KEY] if has_head and HEAD_KEY not in keys else []) + keys
+    return ([HEAD_KEY] if has_head else []) + keys
 
 
 def _numeric(result: Mapping[str, Any]) -> dict[str, float]:

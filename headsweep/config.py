@@ -300,7 +300,7 @@ def _check(key: str, ok: bool, need: str, value: Any) -> None:
 def _validate(cfg: TrialConfig) -> None:
     # Registries live with their builders; imported here to keep config free of torch modules.
     from headsweep.backbones import BACKBONES
-    from headsweep.data import DATASETS
+    from headsweep.data import DATASETS, targets_of
     from headsweep.heads import HEADS
     from headsweep.losses import LOSSES
 
@@ -364,8 +364,13 @@ def _validate(cfg: TrialConfig) -> None:
     _check("loss.temperature", lo.temperature > 0, "> 0", lo.temperature)
     _check("loss.mi_lambda", lo.mi_lambda >= 0, ">= 0", lo.mi_lambda)
     _check("loss.mi_alpha", lo.mi_alpha >= 2, "an integer >= 2", lo.mi_alpha)
+    targets = targets_of(d)
     if lo.name in ("supcon", "cross_entropy"):
         _check("loss.target", bool(lo.target), f"set for loss.name={lo.name!r}", lo.target)
+    if lo.target:
+        _choice("loss.target", lo.target, targets)
+    for target in p.targets:
+        _choice("probe.targets", target, targets)
     _choice("optim.name", o.name, ("adam", "sgd", "lars"))
     _choice("optim.schedule", o.schedule, ("cosine", "constant"))
     _check("optim.lr", o.lr > 0, "> 0", o.lr)

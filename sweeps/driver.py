@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Searchers may watch a metric only the final report has (the frozen probes).
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 TERMINAL = ("TERMINATED", "ERROR")
 
@@ -202,18 +204,18 @@ def run(
 
     from sweeps import tuner as T
 
+    check_fits(spec, nodes_for(address))
+    check_storage(loc.storage, address)
     check_reachable(loc.tracking_uri)
-    tracker = loc.tracker()
+    path = loc.experiment_path(name)
+    if "://" not in path and Path(path).exists():
+        raise SweepError(f"{path} already exists; pick another --name or remove it")
+    tracker = loc.tracker()  # creates the SQLite store on first use: only after the checks
     if tracker.find_sweep(name) is not None:
         raise SweepError(
             f"a sweep named {name!r} already exists; continue it with "
             f"`headsweep resume {name}` or pick another --name"
         )
-    path = loc.experiment_path(name)
-    if "://" not in path and Path(path).exists():
-        raise SweepError(f"{path} already exists; pick another --name or remove it")
-    check_fits(spec, nodes_for(address))
-    check_storage(loc.storage, address)
     start_ray(address)
     experiment_id = tracker.experiment_id(spec.name)
     parent = tracker.start_parent(

@@ -49,6 +49,15 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
+class FinalMetricOptunaSearch(OptunaSearch):
+    """OptunaSearch for metrics that only the final report carries (the frozen probes): the
+    per-epoch reports without the metric are skipped instead of raising KeyError."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric in result:
+            super().on_trial_result(trial_id, result)
+
+
 def searcher(spec: SweepSpec, study_storage: Path | None, study_name: str) -> Searcher | None:
     s = spec.search
     if s.algorithm == "optuna":
@@ -63,7 +72,7 @@ def searcher(spec: SweepSpec, study_storage: Path | None, study_name: str) -> Se
         if study_storage is not None:
             study_storage.parent.mkdir(parents=True, exist_ok=True)
             storage = optuna.storages.RDBStorage(f"sqlite:///{study_storage.resolve()}")
-        return OptunaSearch(
+        return FinalMetricOptunaSearch(
             metric=s.metric, mode=s.mode, sampler=sampler, study_name=study_name, storage=storage
         )
     return None

@@ -32,18 +32,22 @@ def contrastive(config: dict[str, Any], checkpoint_every: int = 1) -> None:
     cfg = TrialConfig.from_dict(config)
     granted = use_trial_resources()
     epochs = cfg.train.epochs
+    restored = restored_state()
+    # Recorded in every report, so a resumed trial shows where it picked up.
+    resumed_from = float(restored["epoch"]) if restored else 0.0
 
     def on_epoch(epoch: int, metrics: dict[str, float], state: Any) -> None:
         due = checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs)
-        report(numeric(metrics), state if due else None)
+        report({**numeric(metrics), "resumed_from_epoch": resumed_from}, state if due else None)
 
-    result = pretrain(cfg, on_epoch=on_epoch, resume=restored_state())
+    result = pretrain(cfg, on_epoch=on_epoch, resume=restored)
     final = numeric(result.metrics)
     for row in result.probes:
         final[f"dim/{row['tap']}"] = row["dim"]
     final.update({f"time/{k}": v for k, v in result.timings.items()})
     final["resources/cpu"], final["resources/gpu"] = granted["cpu"], granted["gpu"]
     final[M.EPOCH] = epochs
+    final["resumed_from_epoch"] = resumed_from
     final["done"] = 1.0
     final["node_id"] = node_id()  # type: ignore[assignment]  # a string, kept out of MLflow
     summary = {"probes": result.probes, "timings": result.timings, "device": result.device}

@@ -1,0 +1,316 @@
+"""Sweeps on real Ray Tune with a real SQLite MLflow store: the quickstart end to end, the MLflow
+UI, failure handling and retries, kill-and-resume, and the persisted Optuna study."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_spec
+from mlflow.tracking import MlflowClient
+
+from sweeps import cli
+from sweeps.driver import Locations
+from sweeps.tracking import ERROR, PARENT, ROLE
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+def sweep_runs(root: Path, name: str):
+    loc = Locations.make(root)
+    tracker = loc.tracker()
+    parent = tracker.find_sweep(name)
+    assert parent is not None
+    return tracker, parent, tracker.children(parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_quickstart_runs_end_to_end_and_the_ui_shows_every_trial(ray_session, tmp_path, capsys):
+    root = tmp_path / "runs"
+    code = cli.main(
+        [
+            "run",
+            str(REPO / "sweeps/quickstart.yaml"),
+            "--smoke",
+            "--name",
+            "qs",
+            "--root",
+            str(root),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "9/9 done" in out or out.count("done    ") == 9
+    assert "gap" in out and "95% CI" in out  # the final pre/post/gap table
+    tracker, parent, children = sweep_runs(root, "qs")
+    assert parent.data.tags[ROLE] == "parent"
+    assert len(children) == 9
+    assert {c.info.status for c in children} == {"FINISHED"}
+    heads = {c.data.params["model.head.name"] for c in children}
+    assert heads == {"none", "mlp", "fixed_reweight"}
+    assert all("probe/digit/pre" in c.data.metrics for c in children)
+    artifacts = {a.path for a in tracker.client.list_artifacts(parent.info.run_id, "sweep")}
+    assert "sweep/spec.yaml" in artifacts
+
+    # `headsweep ui` serves the same store; check it through MLflow's client over HTTP.
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "sweeps.cli", "ui", "--root", str(root), "--port", str(port)],
+        env=ENV,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                experiment = client.get_experiment_by_name("quickstart")
+                break
+            except Exception:
+                if time.monotonic() > deadline or ui.poll() is not None:
+                    raise
+                time.sleep(1)
+        runs = client.search_runs(
+            [experiment.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}'"
+        )
+        assert len(runs) == 9 and {r.info.status for r in runs} == {"FINISHED"}
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+    code = cli.main(["status", "qs", "--root", str(root)])
+    status = capsys.readouterr().out
+    assert code == 0 and "9 finished" in status and "best probe/digit/pre" in status
+    assert cli.main(["list", "--root", str(root)]) == 0
+    assert "qs" in capsys.readouterr().out
+
+
+def test_failing_trials_are_recorded_retried_and_the_rest_finish(ray_session, tmp_path, capsys):
+    spec = write_spec(
+        tmp_path / "fail.yaml",
+        name="failing",
+        max_failures=1,
+        base={
+            "data": {"name": "digits_on_texture", "n_train": 256, "n_test": 128},
+            "model": {"widths": [8, 16]},
+            "loss": {"name": "spectral"},
+            "train": {"epochs": 1, "batch_size": 64},
+            "probe": {"steps": 20, "online_n": 0},
+        },
+        space={
+            "data": {
+                "grid": [
+                    {"name": "digits_on_texture"},
+                    {"name": "cifar10", "root": str(tmp_path / "no-data")},
+                ]
+            },
+            "optim": {"grid": [{"name": "adam"}, {"name": "sgd", "lr": 1.0e12, "momentum": 0.0}]},
+        },
+    )
+    root = tmp_path / "runs"
+    code = cli.main(["run", spec, "--name", "failing", "--root", str(root)])
+    out = capsys.readouterr().out
+    assert code == 1, out  # the sweep ran, but some trials failed
+    tracker, parent, children = sweep_runs(root, "failing")
+    assert len(children) == 4
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(finished) == 1 and len(failed) == 3
+    assert finished[0].data.params["data.name"] == "digits_on_texture"
+    errors = sorted(c.data.tags[ERROR] for c in failed)
+    assert sum("cifar-10-batches-py" in e for e in errors) == 2  # the missing dataset, named
+    assert sum("loss became" in e for e in errors) == 1  # the NaN loss
+    for run in failed:  # max_failures: 1 -> each failing trial was tried twice
+        assert run.data.tags["headsweep.retries"] == "1"
+        files = {a.path for a in tracker.client.list_artifacts(run.info.run_id, "errors")}
+        assert files == {"errors/attempt_1.txt"}
+    assert (
+        parent.data.tags["headsweep.state"] == "failed"
+        or tracker.client.get_run(parent.info.run_id).data.tags["headsweep.state"] == "failed"
+    )
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"driver exited early:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the sweep to make progress")
+        time.sleep(0.5)
+
+
+def _results(experiment: Path) -> dict[str, list[dict]]:
+    out = {}
+    for trial_dir in sorted(experiment.glob("contrastive_*")):
+        lines = (trial_dir / "result.json").read_text().splitlines()
+        out[trial_dir.name] = [json.loads(line) for line in lines if line.strip()]
+    return out
+
+
+def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
+    spec = write_spec(
+        tmp_path / "kill.yaml",
+        name="killable",
+        max_concurrent=1,
+        checkpoint_every=1,
+        base={
+            "data": {"name": "digits_on_texture", "n_train": 1024, "n_test": 128},
+            "model": {"widths": [16, 32]},
+            "train": {"epochs": 6, "batch_size": 64},
+            "probe": {"steps": 20, "online_n": 0},
+        },
+        space={"aug.p_drop": {"grid": [0.0, 0.5, 1.0]}},
+    )
+    root = tmp_path / "runs"
+    experiment = root / "ray" / "killable"
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweeps.cli",
+            "run",
+            spec,
+            "--name",
+            "killable",
+            "--root",
+            str(root),
+        ],
+        env=ENV,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # Kill once the first trial has checkpointed a few epochs and before it finished.
+        _wait_for(
+            lambda: len(list(experiment.glob("contrastive_*/checkpoint_000002"))) > 0, 240, driver
+        )
+        time.sleep(1.0)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    before = _results(experiment)
+    assert not all(any(r.get("done") for r in rows) for rows in before.values()) or len(before) < 3
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", "resume", "killable", "--root", str(root)],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = _results(experiment)
+    assert len(after) == 3
+    for rows in after.values():
+        assert sum(1 for r in rows if r.get("done")) == 1  # finished exactly once
+        assert {r["epoch"] for r in rows if not r.get("done")} == set(range(1, 7))
+    # The trial the kill interrupted continued from a checkpoint, not from scratch.
+    assert any(r.get("resumed_from_epoch", 0) >= 1 for rows in after.values() for r in rows)
+    _, parent, children = sweep_runs(root, "killable")
+    assert len(children) == 3
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
+    import optuna
+
+    spec = write_spec(
+        tmp_path / "optuna.yaml",
+        name="searched",
+        max_concurrent=1,
+        base={
+            "data": {"name": "digits_on_texture", "n_train": 512, "n_test": 128},
+            "model": {"widths": [8, 16]},
+            "train": {"epochs": 2, "batch_size": 64},
+            "probe": {"steps": 20, "online_n": 0},
+        },
+        space={
+            "optim.lr": {"loguniform": [1.0e-4, 1.0e-2]},
+            "loss.mi_lambda": {"uniform": [0.0, 1.0]},
+        },
+        search={
+            "algorithm": "optuna",
+            "sampler": "tpe",
+            "seed": 0,
+            "num_samples": 4,
+            "metric": "probe/digit/pre",
+            "mode": "max",
+        },
+    )
+    root = tmp_path / "runs"
+    experiment = root / "ray" / "searched"
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sweeps.cli",
+            "run",
+            spec,
+            "--name",
+            "searched",
+            "--root",
+            str(root),
+        ],
+        env=ENV,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+
+        def two_done() -> bool:
+            done = 0
+            for path in experiment.glob("contrastive_*/result.json"):
+                done += '"done": true' in path.read_text() or '"done": 1' in path.read_text()
+            return done >= 2
+
+        _wait_for(two_done, 240, driver)
+        driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    output = driver.stdout.read()
+    assert driver.returncode == 130, output  # interrupted, with the resume hint
+    assert "headsweep resume searched" in output
+    storage = f"sqlite:///{root / 'optuna' / 'searched.db'}"
+    before = optuna.load_study(study_name="searched", storage=storage)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in before.trials) < 4
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", "resume", "searched", "--root", str(root)],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study = optuna.load_study(study_name="searched", storage=storage)
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    _, _, children = sweep_runs(root, "searched")
+    assert len(children) == 4

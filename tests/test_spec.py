@@ -1,0 +1,123 @@
+"""Sweep spec validation: every error names its key; nothing here starts Ray."""
+
+import copy
+
+import pytest
+
+from sweeps.driver import check_fits
+from sweeps.spec import SpecError, load_spec, parse_overrides, parse_spec
+
+BASE = {
+    "name": "t",
+    "trainable": "contrastive",
+    "base": {"data": {"n_train": 128, "n_test": 64}, "train": {"epochs": 1}},
+    "space": {
+        "model.head": {"grid": [{"name": "none"}, {"name": "fixed_reweight", "kappa": 1.1}]},
+        "aug.p_drop": {"grid": [0.0, 0.5]},
+        "train.seed": {"grid": [0, 1, 2]},
+    },
+    "search": {"metric": "probe/digit/pre"},
+}
+
+
+def spec_with(**changes):
+    raw = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return raw
+
+
+def test_valid_spec_counts_trials_and_merges_mapping_axes():
+    spec = parse_spec(BASE)
+    assert spec.num_trials() == 12
+    points = list(spec.points())
+    assert len(points) == 12
+    head = spec.trial_config({"model.head": {"name": "fixed_reweight", "kappa": 1.1}})
+    assert head["model"]["head"] == {"name": "fixed_reweight", "kappa": 1.1}
+    assert len(spec.digest()) == 12
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"schedular": {"name": "asha"}}, "schedular"),
+        ({"base__model": {"head": {"nme": "mlp"}}}, "model.head.nme"),
+        ({"base__train": {"epochs": "many"}}, "train.epochs"),
+        ({"space__model.head": {"grid": [{"name": "transformer"}]}}, "model.head.name"),
+        ({"space__aug.p_drop": {"grid": [0.1, 1.7]}}, "aug.p_drop"),
+        ({"space__aug.p_drop": {"between": [0, 1]}}, "space.aug.p_drop"),
+        ({"space__optim.lr": {"loguniform": [0, 1]}}, "space.optim.lr.loguniform"),
+        ({"space__optim.lr": {"uniform": [1, 0.1]}}, "space.optim.lr.uniform"),
+        ({"trainable": "transformer"}, "trainable"),
+        ({"search__algorithm": "bayes"}, "search.algorithm"),
+        ({"search__algorithm": "optuna"}, "space.model.head"),
+        ({"search__metric": "probe/colour/pre"}, "search.metric"),
+        ({"search__metric": "accuracy"}, "search.metric"),
+        ({"scheduler": {"name": "asha", "metric": "probe/digit/pre"}}, "scheduler.metric"),
+        ({"resources": {"gpu": 1.5}}, "resources.gpu"),
+        ({"resources": {"cpu": 0}}, "resources.cpu"),
+        ({"resources": {"cpus": 1}}, "resources.cpus"),
+        ({"max_failures": -1}, "max_failures"),
+        ({"name": "has space"}, "name"),
+        ({"name": None}, "name"),
+    ],
+)
+def test_bad_specs_name_the_key(changes, key):
+    with pytest.raises(SpecError, match=key.replace(".", r"\.")):
+        parse_spec(spec_with(**changes))
+
+
+def test_grid_combination_errors_are_caught_before_anything_runs():
+    raw = spec_with(
+        **{
+            "base__loss": {"name": "supcon", "target": "coarse"},
+            "space__loss.target": {"grid": ["coarse", "fine"]},
+        }
+    )
+    with pytest.raises(SpecError, match="loss.target"):
+        parse_spec(raw)
+
+
+def test_overrides_pin_axes_and_change_spec_keys():
+    spec = parse_spec(
+        BASE, parse_overrides(["aug.p_drop=0.25", "search.num_samples=2", "train.epochs=3"])
+    )
+    assert "aug.p_drop" not in [a.key for a in spec.space]
+    assert spec.base["aug"]["p_drop"] == 0.25 and spec.base["train"]["epochs"] == 3
+    assert spec.num_trials() == 2 * 3 * 2
+    with pytest.raises(SpecError, match="--set"):
+        parse_overrides(["epochs"])
+
+
+def test_smoke_shrinks_every_trial():
+    spec = parse_spec(BASE, smoke=True)
+    assert spec.base["train"]["epochs"] == 1 and spec.base["data"]["n_train"] == 256
+
+
+def test_shipped_specs_all_validate():
+    from pathlib import Path
+
+    specs = sorted(Path(__file__).resolve().parents[1].joinpath("sweeps").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        spec = load_spec(path)
+        assert spec.num_trials() >= 1, path
+
+
+def test_resource_requests_that_no_node_can_meet_are_refused():
+    spec = parse_spec(spec_with(resources={"cpu": 4, "gpu": 0.5}))
+    with pytest.raises(SpecError, match="resources.cpu"):
+        check_fits(spec, [{"CPU": 2.0, "GPU": 1.0}])
+    with pytest.raises(SpecError, match="resources.gpu"):
+        check_fits(spec, [{"CPU": 8.0}])
+    check_fits(spec, [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}])  # the GPU node fits
+    custom = parse_spec(spec_with(resources={"cpu": 1, "custom": {"accel": 1}}))
+    with pytest.raises(SpecError, match="resources.custom.accel"):
+        check_fits(custom, [{"CPU": 2.0}])
