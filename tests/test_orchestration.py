@@ -228,7 +228,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
         assert {r["epoch"] for r in rows if not r.get("done")} == set(range(1, 7))
     # The trial the kill interrupted continued from a checkpoint, not from scratch.
     assert any(r.get("resumed_from_epoch", 0) >= 1 for rows in after.values() for r in rows)
-    _, parent, children = sweep_runs(root, "killable")
+    _, _, children = sweep_runs(root, "killable")
     assert len(children) == 3
     assert {c.info.status for c in children} == {"FINISHED"}
 
