@@ -48,12 +48,13 @@ def _resolved(trainable: str, config: dict[str, Any]) -> dict[str, Any]:
     """Defaults filled in, so every trial has every column; the raw config if it is invalid."""
     from headsweep.config import flatten
     from trainables import TRAINABLES
+    from trainables.common import resolve_variant
 
     try:
         resolved = TRAINABLES[trainable].validate(config)
         tree = resolved.to_dict()
     except (ValueError, KeyError):
-        tree = config
+        tree = resolve_variant(config)
     return flatten(tree)
 
 

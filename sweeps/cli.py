@@ -34,7 +34,9 @@ def _locations(args: argparse.Namespace) -> Any:
 def _load(args: argparse.Namespace) -> Any:
     from sweeps.spec import load_spec, parse_overrides
 
-    return load_spec(args.spec, parse_overrides(args.set or []), smoke=args.smoke)
+    return load_spec(
+        args.spec, parse_overrides(args.set or []), smoke=args.smoke, profiles=args.profile or []
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -259,6 +261,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _env_address() -> str | None:
+    """The cluster a Ray job's driver belongs to: Ray sets RAY_ADDRESS for the entrypoint of
+    `ray job submit`, and a sweep submitted that way must join that cluster as ray.init() would.
+    A dashboard URL there (http://...) is for the job CLI, not a cluster address."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    return address if address and not address.startswith(("http://", "https://")) else None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="headsweep",
@@ -308,7 +318,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="sweep name (default: SPEC_NAME-YYYYmmdd-HHMMSS)")
     p.add_argument(
         "--address",
-        help="Ray cluster address (default: start Ray locally); 'auto' on a cluster's head node",
+        default=_env_address(),
+        help="Ray cluster address (default: $RAY_ADDRESS, which `ray job submit` sets, else "
+        "start Ray locally); 'auto' on a cluster's head node",
     )
     p.add_argument(
         "--dry-run",
@@ -319,7 +331,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = add("resume", cmd_resume, "continue an interrupted sweep")
     p.add_argument("name")
-    p.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    p.add_argument(
+        "--address",
+        default=_env_address(),
+        help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)",
+    )
     where(p)
 
     p = add("list", cmd_list, "list stored sweeps (no Ray needed)")

@@ -43,8 +43,10 @@ class Progress(tune.Callback):
             node: Any = trial.config
             for part in key.split("."):
                 node = node.get(part, {}) if isinstance(node, dict) else {}
-            if isinstance(node, dict):  # a mapping axis such as model.head: show its name
-                node = node.get("name", "")
+            if isinstance(node, dict):  # a mapping axis: its name, or a variant's values
+                node = node.get("name") or ",".join(
+                    f"{k.split('.')[-1]}={v}" for k, v in node.items()
+                )
             values.append(f"{key.split('.')[-1]}={_fmt(node)}")
         return f"{trial.trial_id} " + " ".join(values)
 

@@ -17,6 +17,12 @@
     max_failures: 1                      # retries per trial
     checkpoint_every: 1                  # epochs
     smoke: {...}                         # extra dotted overrides for --smoke
+    profiles:                            # named override sets, chosen with --profile NAME
+      cpu: {data.name: digits_on_texture, train.epochs: 10, space.aug.p_drop: {grid: [0, 1]}}
+
+A `variant` axis bundles changes across sections: each value is a mapping of dotted keys, e.g.
+    variant: {grid: [{loss.name: nt_xent, model.head.preset: simclr},
+                     {loss.name: barlow, model.head.preset: barlow, optim.lr: 0.3}]}
 
 Every error is a `SpecError` naming the key and, where there is a list, the allowed values.
 """
@@ -27,7 +33,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,7 @@ import yaml
 
 from headsweep.config import build, merge
 from trainables import TRAINABLES
+from trainables.common import VARIANT, resolve_variant
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 TOP_KEYS = (
@@ -51,6 +58,7 @@ TOP_KEYS = (
     "max_failures",
     "checkpoint_every",
     "smoke",
+    "profiles",
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -137,7 +145,12 @@ class SweepSpec:
 
     def trial_config(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """The nested trial config at one point of the space (dotted key -> value)."""
-        return apply_point(self.base, point)
+        return resolve_variant(
+            {
+                **apply_point(self.base, {k: v for k, v in point.items() if k != VARIANT}),
+                **({VARIANT: point[VARIANT]} if VARIANT in point else {}),
+            }
+        )
 
     def points(self) -> Iterator[dict[str, Any]]:
         """Grid points in Tune's order (distribution axes shown, not sampled)."""
@@ -180,7 +193,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def load_spec(
-    path: str | Path, overrides: Mapping[str, Any] | None = None, smoke: bool = False
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    smoke: bool = False,
+    profiles: Iterable[str] = (),
 ) -> SweepSpec:
     """Read, override and validate a spec file. Overrides whose first part is a spec key
     (search.num_samples, resources.cpu, max_failures, ...) change the spec; all others pin a
@@ -194,24 +210,33 @@ def load_spec(
         raise SpecError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a mapping of {', '.join(TOP_KEYS)}")
-    return parse_spec(raw, overrides or {}, smoke)
+    return parse_spec(raw, overrides or {}, smoke, profiles)
 
 
 def parse_spec(
-    raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, smoke: bool = False
+    raw: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    smoke: bool = False,
+    profiles: Iterable[str] = (),
 ) -> SweepSpec:
     raw = json.loads(json.dumps(raw, default=str))
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise SpecError(f"unknown spec key '{unknown[0]}' (allowed: {', '.join(TOP_KEYS)})")
-    for key, value in (overrides or {}).items():
-        head = key.split(".")[0]
-        if head in TOP_KEYS and head not in ("base", "space"):
-            raw = apply_point(raw, {key: value})
-        else:
-            pinned = key.removeprefix("base.")
-            raw["base"] = apply_point(raw.get("base") or {}, {pinned: value})
-            raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k != pinned}
+    profile_table = raw.get("profiles") or {}
+    if not isinstance(profile_table, dict):
+        raise SpecError("profiles: expected a mapping of profile name to overrides")
+    for profile in profiles:
+        if profile not in profile_table:
+            raise SpecError(
+                f"--profile {profile}: unknown profile "
+                f"(this spec has: {', '.join(profile_table) or 'none'})"
+            )
+        if not isinstance(profile_table[profile], dict):
+            raise SpecError(f"profiles.{profile}: expected a mapping of dotted keys to values")
+        raw = _override(raw, profile_table[profile])
+    raw = _override(raw, overrides or {})
+    raw.pop("profiles", None)  # applied: the stored spec is what ran
     trainable = _require(raw, "trainable", str)
     if trainable not in TRAINABLES:
         raise SpecError(
@@ -224,11 +249,25 @@ def parse_spec(
     smoke_overrides = raw.get("smoke") or {}
     if not isinstance(smoke_overrides, dict):
         raise SpecError("smoke: expected a mapping of dotted keys to values")
-    if smoke:
-        base = apply_point(base, {**info.smoke, **smoke_overrides})
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise SpecError("space: expected a mapping of dotted keys to distributions")
+    if smoke:  # pinned over everything: axes and variants cannot undo the shrinking
+        pinned = {**info.smoke, **smoke_overrides}
+        base = apply_point(base, pinned)
+        space_raw = {k: v for k, v in space_raw.items() if k not in pinned}
+        if isinstance(space_raw.get(VARIANT), dict):
+            space_raw[VARIANT] = {
+                kind: [
+                    {k: v for k, v in variant.items() if k not in pinned}
+                    if isinstance(variant, dict)
+                    else variant
+                    for variant in values
+                ]
+                if isinstance(values, list)
+                else values
+                for kind, values in space_raw[VARIANT].items()
+            }
     name = _require(raw, "name", str)
     if not NAME.match(name):
         raise SpecError(f"name: {name!r} must be 1-100 letters, digits, '_', '-' or '.'")
@@ -249,6 +288,30 @@ def parse_spec(
     )
     _validate(spec)
     return spec
+
+
+def _override(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply `--set`-style overrides: `space.KEY` sets (or, with null, removes) an axis; keys
+    of spec sections (search.num_samples, resources.cpu, ...) change the spec; any other key
+    pins a trial-config key in `base` and removes it from the space if it was swept."""
+    raw = dict(raw)
+    for key, value in overrides.items():
+        head = key.split(".")[0]
+        if head == "space" and "." in key:
+            space = dict(raw.get("space") or {})
+            axis = key.split(".", 1)[1]
+            if value is None:
+                space.pop(axis, None)
+            else:
+                space[axis] = value
+            raw["space"] = space
+        elif head in TOP_KEYS and head not in ("base", "space"):
+            raw = apply_point(raw, {key: value})
+        else:
+            pinned = key.removeprefix("base.")
+            raw["base"] = apply_point(raw.get("base") or {}, {pinned: value})
+            raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k != pinned}
+    return raw
 
 
 def _require(raw: Mapping[str, Any], key: str, kind: type) -> Any:
@@ -306,7 +369,14 @@ def _axis(key: str, raw: Any) -> Axis:
     if kind in ("grid", "choice"):
         if not isinstance(arg, list) or not arg:
             raise SpecError(f"{where}.{kind}: expected a non-empty list of values")
+        if key == VARIANT and not all(isinstance(v, dict) and v for v in arg):
+            raise SpecError(
+                f"{where}.{kind}: each variant is a mapping of dotted keys to "
+                "values, e.g. {loss.name: barlow, optim.lr: 0.3}"
+            )
         return Axis(key, kind, tuple(arg))
+    if key == VARIANT:
+        raise SpecError(f"{where}: a variant axis is a grid or a choice")
     if (
         not isinstance(arg, list)
         or len(arg) != 2

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from headsweep.config import flatten
+from trainables.common import resolve_variant
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class MLflowTrialLogger(tune.Callback):
                 },
             )
             run_id = run.info.run_id
-            log_params(self.client, run_id, flatten(trial.config))
+            log_params(self.client, run_id, flatten(resolve_variant(trial.config)))
         self._runs[trial.trial_id] = run_id
         return run_id
 

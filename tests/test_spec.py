@@ -121,3 +121,39 @@ def test_resource_requests_that_no_node_can_meet_are_refused():
     custom = parse_spec(spec_with(resources={"cpu": 1, "custom": {"accel": 1}}))
     with pytest.raises(SpecError, match="resources.custom.accel"):
         check_fits(custom, [{"CPU": 2.0}])
+
+
+def test_profiles_and_space_overrides_replace_axes_in_order():
+    raw = {
+        **BASE,
+        "profiles": {
+            "cpu": {"train.epochs": 3, "space.aug.p_drop": {"grid": [0.0, 0.2, 0.4]}},
+            "seedless": {"space.train.seed": None},
+        },
+    }
+    spec = parse_spec(raw, profiles=["cpu", "seedless"])
+    assert spec.base["train"]["epochs"] == 3
+    assert {a.key: len(a.values) for a in spec.space} == {"model.head": 2, "aug.p_drop": 3}
+    assert "profiles" not in spec.source  # the stored spec is what ran
+    with pytest.raises(SpecError, match="--profile gpu"):
+        parse_spec(raw, profiles=["gpu"])
+
+
+def test_variant_axis_bundles_keys_across_sections_and_smoke_still_pins():
+    variants = [
+        {"loss.name": "nt_xent", "optim.lr": 0.01},
+        {"loss.name": "barlow", "model.head.preset": "barlow", "train.epochs": 5},
+    ]
+    raw = spec_with(space__variant={"grid": variants})
+    spec = parse_spec(raw)
+    config = spec.trial_config({"variant": variants[1]})
+    assert config["loss"]["name"] == "barlow" and config["model"]["head"]["preset"] == "barlow"
+    assert config["train"]["epochs"] == 5 and "variant" not in config
+    smoke = parse_spec(raw, smoke=True)
+    pinned = smoke.trial_config({"variant": dict(smoke.space[-1].values[1])})
+    assert pinned["train"]["epochs"] == 1  # the smoke size wins over the variant
+    with pytest.raises(SpecError, match="space.variant"):
+        parse_spec(spec_with(space__variant={"grid": [1, 2]}))
+    bad = spec_with(space__variant={"grid": [{"loss.name": "hinge"}]})
+    with pytest.raises(SpecError, match="loss.name"):
+        parse_spec(bad)

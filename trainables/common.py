@@ -17,6 +17,16 @@ from ray import tune
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+VARIANT = "variant"  # a spec axis whose values bundle dotted-key overrides across sections
+
+
+def resolve_variant(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial config as Tune hands it over, with its `variant` bundle (if any) applied."""
+    from headsweep.config import merge, unflatten
+
+    config = dict(config)
+    variant = config.pop(VARIANT, None)
+    return merge(config, unflatten(variant)) if variant else config
 
 
 def use_trial_resources() -> dict[str, float]:

@@ -11,7 +11,14 @@ from typing import Any
 
 from headsweep import TrialConfig, pretrain
 from headsweep import metrics as M
-from trainables.common import node_id, numeric, report, restored_state, use_trial_resources
+from trainables.common import (
+    node_id,
+    numeric,
+    report,
+    resolve_variant,
+    restored_state,
+    use_trial_resources,
+)
 
 # --smoke: every trial shrunk to seconds (tiny data, one epoch).
 SMOKE = {
@@ -25,11 +32,11 @@ SMOKE = {
 
 
 def validate(config: dict[str, Any]) -> TrialConfig:
-    return TrialConfig.from_dict(config)
+    return TrialConfig.from_dict(resolve_variant(config))
 
 
 def contrastive(config: dict[str, Any], checkpoint_every: int = 1) -> None:
-    cfg = TrialConfig.from_dict(config)
+    cfg = validate(config)
     granted = use_trial_resources()
     epochs = cfg.train.epochs
     restored = restored_state()
