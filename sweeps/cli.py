@@ -308,6 +308,13 @@ def parser() -> argparse.ArgumentParser:
             "(search.num_samples=4); repeatable",
         )
         p.add_argument(
+            "--profile",
+            action="append",
+            metavar="NAME",
+            help="apply a named override set from the spec's `profiles` (e.g. cpu); "
+            "repeatable, applied in order before --set",
+        )
+        p.add_argument(
             "--smoke",
             action="store_true",
             help="shrink every trial (tiny data, one epoch) for a quick check",

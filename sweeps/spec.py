@@ -457,8 +457,11 @@ def _validate(spec: SweepSpec) -> None:
 
 def _check_metric(spec: SweepSpec, key: str, metric: str, example: Any) -> None:
     if spec.trainable == "synthetic":
-        if not metric.startswith("synthetic/"):
-            raise SpecError(f"{key}: {metric!r} is not a synthetic metric (synthetic/...)")
+        if not metric.startswith(("synthetic/", "probe/feature", "train/")):
+            raise SpecError(
+                f"{key}: {metric!r} is not reported by the synthetic trainable "
+                "(synthetic/..., probe/feature<k>/pre|post|gap, train/loss)"
+            )
         return
     from headsweep.data import targets_of
 

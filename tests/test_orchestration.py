@@ -145,6 +145,32 @@ def test_failing_trials_are_recorded_retried_and_the_rest_finish(ray_session, tm
     )
 
 
+def start_driver(spec: str, name: str, root: Path) -> subprocess.Popen:
+    """`headsweep run` as its own process group, so a test can kill it like a user would."""
+    command = [sys.executable, "-m", "sweeps.cli", "run", spec, "--name", name, "--root", str(root)]
+    return subprocess.Popen(
+        command,
+        env=ENV,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def resume(root: Path, name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", "resume", name, "--root", str(root)],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -179,25 +205,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     )
     root = tmp_path / "runs"
     experiment = root / "ray" / "killable"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sweeps.cli",
-            "run",
-            spec,
-            "--name",
-            "killable",
-            "--root",
-            str(root),
-        ],
-        env=ENV,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    driver = start_driver(spec, "killable", root)
     try:
         # Kill once the first trial has checkpointed a few epochs and before it finished.
         _wait_for(
@@ -212,15 +220,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     before = _results(experiment)
     assert not all(any(r.get("done") for r in rows) for rows in before.values()) or len(before) < 3
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sweeps.cli", "resume", "killable", "--root", str(root)],
-        env=ENV,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resume(root, "killable")
     after = _results(experiment)
     assert len(after) == 3
     for rows in after.values():
@@ -261,25 +261,7 @@ def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
     )
     root = tmp_path / "runs"
     experiment = root / "ray" / "searched"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sweeps.cli",
-            "run",
-            spec,
-            "--name",
-            "searched",
-            "--root",
-            str(root),
-        ],
-        env=ENV,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    driver = start_driver(spec, "searched", root)
     try:
 
         def two_done() -> bool:
@@ -300,15 +282,7 @@ def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
     storage = f"sqlite:///{root / 'optuna' / 'searched.db'}"
     before = optuna.load_study(study_name="searched", storage=storage)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in before.trials) < 4
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sweeps.cli", "resume", "searched", "--root", str(root)],
-        env=ENV,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resume(root, "searched")
     study = optuna.load_study(study_name="searched", storage=storage)
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

@@ -1,0 +1,208 @@
+"""The trends of SCIENCE.md §6 as checks on a sweep's tables, so the slow tests and
+REPRODUCTION.md judge the same numbers the same way.
+
+Each check compares pre and post of the same model, pairs over seeds, and returns a `Trend`:
+whether the expected direction held, and the figures it was judged on. A check never fits a
+threshold to the data: where "small" or "comparable" must be decided, the rule is stated in the
+check's docstring and uses the seed spread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+HEAD = "model.head.name"
+
+
+@dataclass(frozen=True)
+class Trend:
+    name: str
+    holds: bool
+    evidence: str
+
+    def line(self) -> str:
+        return f"{self.name}: {'held' if self.holds else 'did NOT hold'} ({self.evidence})"
+
+
+def _paired(probes: pd.DataFrame, target: str) -> pd.DataFrame:
+    """One row per trial: pre, post and gap for `target`."""
+    rows = probes[(probes["target"] == target) & probes["tap"].isin(["pre", "post"])]
+    keys = [
+        c
+        for c in rows.columns
+        if c not in ("tap", "tap_index", "is_pre", "is_post", "accuracy", "dim", "protocol")
+    ]
+    wide = rows.pivot_table(
+        index=keys, columns="tap", values="accuracy", aggfunc="first"
+    ).reset_index()
+    wide["gap"] = wide["pre"] - wide["post"]
+    return wide
+
+
+def _seed_slopes(frame: pd.DataFrame, axis: str, value: str, log_x: bool = False) -> np.ndarray:
+    """Least-squares slope of `value` against `axis`, one per seed."""
+    slopes = []
+    for _, group in frame.groupby("seed"):
+        x = group[axis].to_numpy(dtype=float)
+        if log_x:
+            x = np.log10(np.where(x > 0, x, np.nan))
+            keep = np.isfinite(x)
+            x, y = x[keep], group[value].to_numpy(dtype=float)[keep]
+        else:
+            y = group[value].to_numpy(dtype=float)
+        if len(np.unique(x)) >= 2:
+            slopes.append(np.polyfit(x, y, 1)[0])
+    return np.array(slopes)
+
+
+def _mean_sd(values: np.ndarray) -> str:
+    sd = values.std(ddof=1) if len(values) > 1 else math.nan
+    return f"{values.mean():+.3f} ± {sd:.3f} over {len(values)} seeds"
+
+
+def t6_gap_grows_with_drop_rate(probes: pd.DataFrame, head: str = "mlp") -> Trend:
+    """T6: digit gap small at p_drop = 0, pre > post for p_drop > 0, growing with p_drop.
+    Holds when the mean gap at every p_drop > 0 is positive, every seed's slope of gap against
+    p_drop is positive, and the gap at p_drop = 0 is below the gap at the largest p_drop."""
+    wide = _paired(probes, "digit")
+    wide = wide[wide[HEAD] == head]
+    by_p = wide.groupby("aug.p_drop")["gap"].mean()
+    slopes = _seed_slopes(wide, "aug.p_drop", "gap")
+    holds = bool(
+        (by_p[by_p.index > 0] > 0).all()
+        and len(slopes)
+        and (slopes > 0).all()
+        and by_p.iloc[0] < by_p.iloc[-1]
+    )
+    gaps = ", ".join(f"p={p:g}: {g:+.3f}" for p, g in by_p.items())
+    return Trend("T6", holds, f"{head} digit gap {gaps}; slope of gap vs p_drop {_mean_sd(slopes)}")
+
+
+def t7_gap_shrinks_with_weight_decay(probes: pd.DataFrame, head: str = "mlp") -> Trend:
+    """T7: the digit gap shrinks as weight decay grows: every seed's slope of the gap against
+    log10(weight decay) (over the non-zero values) is negative."""
+    wide = _paired(probes, "digit")
+    wide = wide[wide[HEAD] == head]
+    by_wd = wide.groupby("optim.weight_decay")["gap"].mean()
+    slopes = _seed_slopes(wide, "optim.weight_decay", "gap", log_x=True)
+    holds = bool(len(slopes) and (slopes < 0).all())
+    gaps = ", ".join(f"wd={w:g}: {g:+.3f}" for w, g in by_wd.items())
+    return Trend("T7", holds, f"{head} digit gap {gaps}; slope per decade {_mean_sd(slopes)}")
+
+
+def t8_reweighting(probes: pd.DataFrame) -> Trend:
+    """T8: kappa = 1 gives pre = post exactly; kappa > 1 gives a mean digit gap >= 0 for every
+    kappa; the best kappa's pre accuracy is within two seed standard deviations of the MLP
+    head's (or above it)."""
+    wide = _paired(probes, "digit")
+    reweight = wide[wide[HEAD] == "fixed_reweight"]
+    identity = reweight[reweight["model.head.kappa"] == 1.0]
+    exact = bool(len(identity) and (identity["gap"].abs() < 1e-12).all())
+    above = reweight[reweight["model.head.kappa"] > 1.0].groupby("model.head.kappa")
+    gaps = above["gap"].mean()
+    pre = above["pre"].mean()
+    mlp = wide[wide[HEAD] == "mlp"]["pre"]
+    best = pre.max() if len(pre) else math.nan
+    sd = max(mlp.std(ddof=1), above["pre"].std(ddof=1).max()) if len(mlp) > 1 else 0.0
+    comparable = bool(best >= mlp.mean() - 2 * sd)
+    holds = exact and bool((gaps >= 0).all()) and comparable
+    text = ", ".join(
+        f"κ={k:g}: gap {g:+.3f}, pre {p:.3f}" for (k, g), p in zip(gaps.items(), pre, strict=True)
+    )
+    return Trend(
+        "T8",
+        holds,
+        f"κ=1 pre=post exactly: {exact}; {text}; MLP pre {mlp.mean():.3f} (2 sd = {2 * sd:.3f})",
+    )
+
+
+def t9_fine_gap(probes: pd.DataFrame, target: str = "fine", head: str = "mlp") -> Trend:
+    """T9: the fine-label probe gap is positive with its paired 95% interval above 0, for
+    every loss, with the given head."""
+    from scipy import stats
+
+    wide = _paired(probes, target)
+    wide = wide[wide[HEAD] == head]
+    parts, holds = [], True
+    for loss, group in wide.groupby("loss.name"):
+        gap = group["gap"].to_numpy()
+        half = stats.t.ppf(0.975, len(gap) - 1) * gap.std(ddof=1) / math.sqrt(len(gap))
+        low = gap.mean() - half
+        holds &= bool(low > 0)
+        parts.append(f"{loss}: gap {gap.mean():+.3f} [95% CI low {low:+.3f}]")
+    return Trend("T9", holds and bool(parts), f"{head}, {target}: " + "; ".join(parts))
+
+
+def _by_variant(trials: pd.DataFrame, target: str) -> pd.DataFrame:
+    finished = trials[trials["status"] == "finished"].copy()
+    finished["method"] = np.select(
+        [
+            finished[HEAD] == "discrete",
+            finished[HEAD] == "topk_sae",
+            finished["loss.mi_lambda"] > 0,
+        ],
+        [
+            "discrete L=" + finished["model.head.levels"].astype(str),
+            "topk_sae k=" + finished["model.head.k"].astype(str),
+            "MI λ=" + finished["loss.mi_lambda"].astype(str),
+        ],
+        "baseline",
+    )
+    finished["pre"] = finished[f"probe/{target}/pre"]
+    return finished
+
+
+def t10_mi_regulariser(trials: pd.DataFrame, target: str) -> Trend:
+    """T10: every lambda > 0 ends with a lower logged I2 than lambda = 0 in every seed, and its
+    mean pre-projection accuracy is not lower than the baseline's by more than two seed
+    standard deviations of the difference."""
+    frame = _by_variant(trials, target)
+    base = frame[frame["method"] == "baseline"].set_index("train.seed")
+    parts, holds = [], True
+    for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
+        group = group.set_index("train.seed")
+        seeds = group.index.intersection(base.index)
+        d_mi = (group.loc[seeds, "train/mi"] - base.loc[seeds, "train/mi"]).to_numpy()
+        d_acc = (group.loc[seeds, "pre"] - base.loc[seeds, "pre"]).to_numpy()
+        sd = d_acc.std(ddof=1) if len(d_acc) > 1 else 0.0
+        ok = bool(len(seeds) and (d_mi < 0).all() and d_acc.mean() >= -2 * sd)
+        holds &= ok
+        parts.append(f"{method}: ΔI₂ {_mean_sd(d_mi)}, Δ{target} pre {_mean_sd(d_acc)}")
+    return Trend("T10", holds and bool(parts), "; ".join(parts))
+
+
+def t11_structural_bottlenecks(trials: pd.DataFrame, target: str) -> Trend:
+    """T11: discrete and top-k SAE heads reach the baseline's pre accuracy (mean difference
+    >= -2 seed sd) and their average gain is at least the MI regulariser's average gain."""
+    frame = _by_variant(trials, target)
+    base = frame[frame["method"] == "baseline"].set_index("train.seed")["pre"]
+    gains: dict[str, float] = {}
+    parts, reach = [], True
+    for method, group in frame[frame["method"] != "baseline"].groupby("method"):
+        diff = (group.set_index("train.seed")["pre"] - base).dropna().to_numpy()
+        gains[method] = diff.mean()
+        if not method.startswith("MI"):
+            sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
+            reach &= bool(diff.mean() >= -2 * sd)
+        parts.append(f"{method}: Δ{target} pre {_mean_sd(diff)}")
+    structural = [g for m, g in gains.items() if not m.startswith("MI")]
+    mi = [g for m, g in gains.items() if m.startswith("MI")]
+    at_least = bool(structural and mi and np.mean(structural) >= np.mean(mi))
+    evidence = "; ".join(parts)
+    if structural and mi:
+        evidence += f"; structural mean {np.mean(structural):+.3f} vs MI mean {np.mean(mi):+.3f}"
+    return Trend("T11", reach and at_least, evidence)
+
+
+def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Trend:
+    """T12: on the standard linear probe, encoder (pre) features beat projector (post) features:
+    the mean gap is positive for every head other than `none`."""
+    wide = _paired(probes, target)
+    wide = wide[wide[HEAD] != "none"]
+    by_head = wide.groupby(HEAD)["gap"].mean()
+    holds = bool(len(by_head) and (by_head > 0).all())
+    return Trend("T12", holds, ", ".join(f"{h}: {g:+.3f}" for h, g in by_head.items()))
