@@ -206,3 +206,89 @@ def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Trend:
     by_head = wide.groupby(HEAD)["gap"].mean()
     holds = bool(len(by_head) and (by_head > 0).all())
     return Trend("T12", holds, ", ".join(f"{h}: {g:+.3f}" for h, g in by_head.items()))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _varies(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and frame[column].nunique() > 1
+
+
+def _digits(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Trend]:
+    if _varies(probes, "aug.p_drop"):
+        return [t6_gap_grows_with_drop_rate(probes)]
+    if _varies(probes, "optim.weight_decay"):
+        return [t7_gap_shrinks_with_weight_decay(probes)]
+    return []  # the strength profile: reported as a table, no trend in SCIENCE.md
+
+
+def _bottleneck(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Trend]:
+    target = _main_target(probes)
+    return [
+        t10_mi_regulariser(trials, target),
+        t11_structural_bottlenecks(trials, target),
+        t12_encoder_beats_projector(probes, target),
+    ]
+
+
+# Which checks apply to which experiment (the spec name a sweep ran).
+CHECKS = {
+    "xue_digits": _digits,
+    "xue_reweight": lambda probes, trials: [t8_reweighting(probes)],
+    "xue_coarse_fine": lambda probes, trials: [
+        t9_fine_gap(probes, "fine" if "fine" in set(probes["target"]) else "object")
+    ],
+    "ouyang_bottleneck": _bottleneck,
+}
+
+
+def _main_target(probes: pd.DataFrame) -> str:
+    targets = set(probes["target"])
+    return (
+        "object"
+        if "object" in targets and "digit" not in targets
+        else ("digit" if "digit" in targets else sorted(targets)[0])
+    )
+
+
+def check_sweep(name: str, loc) -> tuple[str, list[Trend]]:
+    """The experiment a stored sweep ran and the trend checks that apply to it."""
+    from analysis.report import analyze_sweep
+
+    tracker = loc.tracker()
+    parent = tracker.find_sweep(name)
+    experiment = tracker.client.get_experiment(parent.info.experiment_id).name
+    analyze_sweep(name, loc)
+    tables = loc.tables(name)
+    probes = pd.read_parquet(tables / "probes.parquet")
+    trials = pd.read_parquet(tables / "trials.parquet")
+    checks = CHECKS.get(experiment)
+    return experiment, (checks(probes, trials) if checks and not probes.empty else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m analysis.trends [--root runs] SWEEP...`: print each sweep's gap table and
+    the trend checks that apply to it (the numbers REPRODUCTION.md quotes)."""
+    import argparse
+
+    from analysis.report import analyze_sweep
+    from sweeps.driver import Locations
+
+    parser = argparse.ArgumentParser(prog="python -m analysis.trends")
+    parser.add_argument("sweeps", nargs="+")
+    parser.add_argument("--root", default="runs")
+    args = parser.parse_args(argv)
+    loc = Locations.make(args.root)
+    for name in args.sweeps:
+        experiment, results = check_sweep(name, loc)
+        print(f"## {name} ({experiment})\n")
+        print(analyze_sweep(name, loc, log_to_mlflow=False).markdown())
+        for result in results:
+            print(f"- {result.line()}")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
