@@ -44,8 +44,12 @@ class Summary:
             )
         return f"{done} of {total} trials finished"
 
-    def terminal_table(self) -> str:
-        return gap_table_text(self.gaps, self.settings, self.message)
+    def terminal_table(self, target: str | None = None) -> str:
+        """The gap table; with `target`, only its rows (the others are in summary.md)."""
+        gaps = self.gaps
+        if target and target in set(gaps.get("target", ())):
+            gaps = gaps[gaps["target"] == target]
+        return gap_table_text(gaps, self.settings, self.message)
 
     def markdown(self) -> str:
         lines = [

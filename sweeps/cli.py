@@ -76,8 +76,10 @@ def _report(outcome: Any, loc: Any) -> int:
         from analysis.report import analyze_sweep
 
         summary = analyze_sweep(outcome.name, loc)
-        print(summary.terminal_table())
-        print(f"tables and figures: {summary.directory}")
+        metric = outcome.metric.split("/")
+        target = metric[1] if len(metric) == 3 and metric[0] == "probe" else None
+        print(summary.terminal_table(target))
+        print(f"tables and figures: {summary.directory} (every target in summary.md)")
     except Exception as exc:  # analysis must never hide the sweep's own outcome
         print(f"analysis failed: {exc} (retry with `headsweep analyze {outcome.name}`)")
     _print_mlflow_hint(loc, outcome.parent_run_id)
