@@ -23,6 +23,7 @@ import yaml
 
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.tracking import MLflowTrialLogger, Tracker, check_reachable, default_tracking_uri
+from trainables import TRAINABLES
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Outcome:
     parent_run_id: str
     counts: dict[str, int] = field(default_factory=dict)  # Tune status -> trials
     total: int = 0
+    metric: str = ""  # what progress and the final table focus on
 
     @property
     def interrupted(self) -> bool:
@@ -126,7 +128,11 @@ def start_ray(address: str | None) -> None:
 def cluster_nodes() -> list[dict[str, float]]:
     import ray
 
-    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    from sweeps.cluster import launchable_node_types
+
+    # Node types the autoscaler can still add count too: GPU workers scaled to zero can run.
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return alive + [t.resources for t in launchable_node_types()]
 
 
 def nodes_for(address: str | None) -> list[dict[str, float]]:
@@ -188,7 +194,7 @@ def _callbacks(
 
 def _default_metric(spec: SweepSpec) -> str:
     if spec.trainable == "synthetic":
-        return "synthetic/loss"
+        return "synthetic/slope"
     from headsweep.config import TrialConfig
     from headsweep.data import targets_of
 
@@ -205,8 +211,8 @@ def run(
     from sweeps import tuner as T
 
     check_fits(spec, nodes_for(address))
-    check_storage(loc.storage, address)
     check_reachable(loc.tracking_uri)
+    check_storage(loc.storage, address)  # after the cheap checks: it runs a task on every node
     path = loc.experiment_path(name)
     if "://" not in path and Path(path).exists():
         raise SweepError(f"{path} already exists; pick another --name or remove it")
@@ -241,6 +247,10 @@ def run(
         files={
             "sweep/spec.yaml": yaml.safe_dump(spec.source, sort_keys=False),
             "sweep/spec.json": json.dumps(spec.source),
+            # the base trial config with every default filled in: what "unset" meant
+            "sweep/base_resolved.json": json.dumps(
+                TRAINABLES[spec.trainable].validate(spec.base).to_dict(), indent=1
+            ),
         },
     )
     tuner = tune.Tuner(
@@ -256,7 +266,13 @@ def run(
             verbose=0,
         ),
     )
-    outcome = Outcome(name, path, parent, total=spec.num_trials())
+    outcome = Outcome(
+        name,
+        path,
+        parent,
+        total=spec.num_trials(),
+        metric=spec.search.metric or _default_metric(spec),
+    )
     try:
         tuner.fit()
     finally:
@@ -291,7 +307,13 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
     tuner = tune.Tuner.restore(
         path, trainable=T.trainable(spec), resume_unfinished=True, resume_errored=True
     )
-    outcome = Outcome(name, path, parent.info.run_id, total=spec.num_trials())
+    outcome = Outcome(
+        name,
+        path,
+        parent.info.run_id,
+        total=spec.num_trials(),
+        metric=parent.data.tags.get("headsweep.metric", ""),
+    )
     try:
         tuner.fit()
     finally:
@@ -300,18 +322,41 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
 
 
 def check_storage(storage: str, address: str | None) -> None:
-    """On a multi-node cluster, trial checkpoints must go where every node can write and the
-    driver can read: refuse a node-local path before any trial starts."""
+    """On a multi-node cluster every node writes its trials' results and checkpoints under
+    --storage and the driver reads them back: refuse, before any trial starts, a path that some
+    node cannot see. URIs (s3://, gs://, ...) pass. A local path is checked for real on every
+    alive node (a marker file the driver writes, looked for by a task pinned to each node); for
+    the nodes the autoscaler may still add it must be a network filesystem."""
+    import ray
+
+    from sweeps import cluster
+
     if "://" in storage and not storage.startswith("file://"):
         return
-    if not address:
-        return
-    nodes = cluster_nodes()
-    if len(nodes) > 1 and not os.environ.get("HEADSWEEP_SHARED_FS"):
+    if not address and not ray.is_initialized():
+        return  # Ray will start here, on this machine alone
+    path = Path(storage.removeprefix("file://")).expanduser().resolve()
+    try:
+        blind, alive = cluster.nodes_not_seeing(path)
+    except OSError as exc:
+        raise SweepError(f"--storage {path}: cannot write there ({exc.strerror or exc})") from None
+    if blind:
         raise SweepError(
-            f"--storage {storage} is a local path but the cluster has {len(nodes)} nodes; use "
-            "s3://..., gs://... or a filesystem mounted on every node (then set "
-            "HEADSWEEP_SHARED_FS=1 to confirm it is shared)"
+            f"--storage {path} is a node-local path: {len(blind)} of {alive} nodes cannot see "
+            f"what the driver writes there ({'; '.join(blind)}); {cluster.STORAGE_ADVICE}"
+        )
+    later = cluster.launchable_node_types()
+    if (
+        later
+        and not cluster.is_network_filesystem(path)
+        and not os.environ.get("HEADSWEEP_SHARED_FS")
+    ):
+        kinds = ", ".join(f"{t.name} x{t.max_workers}" for t in later)
+        raise SweepError(
+            f"--storage {path} is on this node's own disk "
+            f"({cluster.filesystem_type(path) or 'local'}) and the autoscaler may add nodes "
+            f"({kinds}) that would not see it; {cluster.STORAGE_ADVICE} (if it is mounted on "
+            "every node the autoscaler adds, set HEADSWEEP_SHARED_FS=1)"
         )
 
 
