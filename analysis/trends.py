@@ -9,6 +9,8 @@ check's docstring and uses the seed spread.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 HEAD = "model.head.name"
+PHI = [1.0, 0.8, 0.6, 0.4, 0.2]  # the feature strengths of xue_synthetic_linear's base
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,116 @@ def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Trend:
     return Trend("T12", holds, ", ".join(f"{h}: {g:+.3f}" for h, g in by_head.items()))
 
 
+def _synthetic(
+    trials: pd.DataFrame,
+    drop: list[float] | None = None,
+    phi: list[float] | None = None,
+    wd: float | None = None,
+) -> pd.DataFrame:
+    """Finished synthetic trials at one setting (lists are stored as JSON text)."""
+    frame = trials[trials["status"] == "finished"]
+    for column, value in (("feature_drop", drop), ("phi", phi)):
+        if value is not None:
+            frame = frame[frame[column].map(json.loads).map(lambda v, w=value: v == w)]
+    if wd is not None:
+        frame = frame[frame["weight_decay"] == wd]
+    return frame
+
+
+def _weights(frame: pd.DataFrame, layer: str, norm: bool = False) -> np.ndarray:
+    """(trials, features) weights of one layer."""
+    key = f"synthetic/{layer}_weight{'_norm' if norm else ''}/"
+    columns = sorted(
+        (c for c in frame.columns if c.startswith(key)), key=lambda c: int(c.rsplit("/", 1)[1])
+    )
+    return frame[columns].to_numpy(dtype=float)
+
+
+def t1_t2_square_root_law(trials: pd.DataFrame, phi: list[float]) -> list[Trend]:
+    """T1: with no drop and no weight decay, the log-log slope of pre against post weight is
+    0.5 ± 0.05 in every seed and W1W1ᵀ ≈ W2ᵀW2 (balancedness < 0.1). T2: the max/min spread
+    of the feature weights is larger post than pre in every seed."""
+    base = _synthetic(trials, [0.0] * len(phi), phi, 0.0)
+    slopes = base["synthetic/slope"].to_numpy()
+    balance = base["synthetic/balancedness"].to_numpy()
+    t1 = bool(len(slopes) and (np.abs(slopes - 0.5) <= 0.05).all() and (balance < 0.1).all())
+    pre, post = _weights(base, "pre"), _weights(base, "post")
+    spread_pre, spread_post = pre.max(1) / pre.min(1), post.max(1) / post.min(1)
+    t2 = bool(len(pre) and (spread_post > spread_pre).all())
+    return [
+        Trend("T1", t1, f"slope {_mean_sd(slopes)}, balancedness max {balance.max():.3f}"),
+        Trend("T2", t2, f"spread pre {_mean_sd(spread_pre)}, post {_mean_sd(spread_post)}"),
+    ]
+
+
+def t3_drop_lowers_post_faster(
+    trials: pd.DataFrame, phi: list[float], feature: int, p: float
+) -> Trend:
+    """T3: raising p_j (0 -> p) lowers feature j's normalised post weight by a larger factor
+    than its normalised pre weight, in every seed."""
+    zero = [0.0] * len(phi)
+    raised = [p if k == feature else 0.0 for k in range(len(phi))]
+    before = _synthetic(trials, zero, phi, 0.0).set_index("seed")
+    after = _synthetic(trials, raised, phi, 0.0).set_index("seed")
+    seeds = before.index.intersection(after.index)
+    key = "synthetic/{}_weight_norm/" + str(feature)
+    post = (after.loc[seeds, key.format("post")] / before.loc[seeds, key.format("post")]).values
+    pre = (after.loc[seeds, key.format("pre")] / before.loc[seeds, key.format("pre")]).values
+    holds = bool(len(seeds) and ((post < pre) & (pre < 1)).all())
+    return Trend(
+        "T3",
+        holds,
+        f"feature {feature}, p 0 → {p:g}: normalised post weight × "
+        f"{post.mean():.3f}, pre × {pre.mean():.3f} ({len(seeds)} seeds)",
+    )
+
+
+def t4_weight_decay_removes_weak_feature(
+    trials: pd.DataFrame, phi: list[float], drop: list[float], weak: int
+) -> Trend:
+    """T4: the weak feature (here: the one augmentation drops most, so its alignment M_k/Σ_k
+    is smallest) has, at the largest weight decay, pre and post weights below 1% of the largest
+    feature weight in both layers; and its normalised pre-post gap never grows with weight
+    decay (each step within +0.01)."""
+    frame = _synthetic(trials, drop, phi)
+    rows = []
+    for wd, group in frame.groupby("weight_decay"):
+        pre, post = _weights(group, "pre"), _weights(group, "post")
+        pre_n, post_n = _weights(group, "pre", True), _weights(group, "post", True)
+        rows.append(
+            (
+                wd,
+                (pre[:, weak] / pre.max(1)).mean(),
+                (post[:, weak] / post.max(1)).mean(),
+                (pre_n[:, weak] - post_n[:, weak]).mean(),
+            )
+        )
+    gaps = [r[3] for r in rows]
+    holds = bool(
+        rows
+        and rows[-1][1] < 0.01
+        and rows[-1][2] < 0.01
+        and all(b <= a + 0.01 for a, b in itertools.pairwise(gaps))
+    )
+    text = "; ".join(f"wd={wd:g}: pre {a:.3f}, post {b:.3f}, gap {g:+.3f}" for wd, a, b, g in rows)
+    return Trend("T4", holds, f"feature {weak} relative to the largest weight: {text}")
+
+
+def t5_sign_flip(probes: pd.DataFrame, feature: int = 0) -> Trend:
+    """T5: with the sign-flip augmentation on feature j, its probe is well above chance pre
+    (mean accuracy > 0.75) and near chance post (|mean - 0.5| < 0.05)."""
+    wide = _paired(probes, f"feature{feature}")
+    flipped = wide[wide["sign_flip"].map(json.loads).map(lambda v: feature in v)]
+    pre, post = flipped["pre"].mean(), flipped["post"].mean()
+    holds = bool(len(flipped) and pre > 0.75 and abs(post - 0.5) < 0.05)
+    return Trend(
+        "T5",
+        holds,
+        f"feature {feature} flipped: pre {pre:.3f}, post {post:.3f} "
+        f"over {len(flipped)} seeds (chance 0.5)",
+    )
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -234,6 +347,12 @@ def _bottleneck(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Trend]:
 
 # Which checks apply to which experiment (the spec name a sweep ran).
 CHECKS = {
+    "xue_synthetic_linear": lambda probes, trials: [
+        *t1_t2_square_root_law(trials, PHI),
+        t3_drop_lowers_post_faster(trials, PHI, 2, 0.9),
+        t4_weight_decay_removes_weak_feature(trials, PHI, [0.0, 0.0, 0.9, 0.0, 0.0], 2),
+    ],
+    "xue_synthetic_relu": lambda probes, trials: [t5_sign_flip(probes)],
     "xue_digits": _digits,
     "xue_reweight": lambda probes, trials: [t8_reweighting(probes)],
     "xue_coarse_fine": lambda probes, trials: [
