@@ -17,8 +17,14 @@ from headsweep.losses import nt_xent
 
 
 def gram(x: Tensor) -> Tensor:
-    """(n, d) -> (n, n) Gram matrix of the L2-normalised rows (unit diagonal)."""
-    x = F.normalize(x.float(), dim=1)
+    """(n, d) -> (n, n) Gram matrix of the L2-normalised rows (unit diagonal).
+
+    An all-zero row (e.g. FSQ with 2 levels rounds every coordinate to 0) has no direction: it
+    counts as one shared code, identical to the other zero rows and orthogonal to the rest, so
+    the diagonal stays 1 and a constant head gives I₂ = 0 instead of 0/0."""
+    x = x.float()
+    zero = (x.abs().amax(dim=1, keepdim=True) == 0).float()
+    x = torch.cat([F.normalize(x, dim=1), zero], dim=1)
     return x @ x.T
 
 

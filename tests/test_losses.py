@@ -123,3 +123,17 @@ def test_mi_is_larger_for_dependent_than_independent_features():
     dependent = matrix_mutual_information(a, a @ torch.randn(8, 8, generator=g))
     independent = matrix_mutual_information(a, torch.randn(64, 8, generator=g))
     assert dependent > independent
+
+
+def test_mi_of_zero_codes_is_finite_and_zero_for_a_constant_head():
+    # FSQ with 2 levels rounds every coordinate of a row to 0; before the fix this was 0/0 = NaN
+    # (a real sweep trial failed on it at epoch 1).
+    a = torch.randn(16, 6, requires_grad=True)
+    b = torch.zeros(16, 4, requires_grad=True)
+    mi = matrix_mutual_information(a, b)
+    assert mi.item() == pytest.approx(0.0, abs=1e-6)  # a constant carries no information
+    mi.backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    partly = b.detach().clone()
+    partly[:8] = torch.randn(8, 4)
+    assert torch.isfinite(matrix_mutual_information(a, partly))
