@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.collect import FINISHED
 from analysis.tables import HEAD_KEY
 
 MAX_LINES = 8
@@ -159,8 +160,45 @@ def scatter_figure(probes: pd.DataFrame, out: Path, sweep: str) -> Path | None:
         ax.set(
             xlabel="post-projection accuracy",
             ylabel="pre-projection accuracy",
-            title=f"{target}: each trial (above the line: pre wins)",
+            title=f"{target} probe",
         )
         ax.legend(fontsize=7)
-    fig.suptitle(sweep, fontsize=10)
+    fig.suptitle(f"{sweep}: one point per trial (above the grey line: pre wins)", fontsize=10)
     return _save(fig, out / "pre_vs_post_scatter.png")
+
+
+def weights_figure(trials: pd.DataFrame, out: Path, sweep: str) -> Path | None:
+    """Synthetic theory runs ([X] Thm 3.3): each feature's pre- against post-projection weight on
+    log-log axes, one point per trial and feature, coloured by weight decay. Without weight decay
+    the points follow pre = sqrt(post), the slope-1/2 line drawn through their centre."""
+    pre_cols = sorted(c for c in trials if c.startswith("synthetic/pre_weight/"))
+    if not pre_cols:
+        return None
+    finished = trials[trials["status"] == FINISHED]
+    rows = []
+    for col in pre_cols:
+        k = col.rsplit("/", 1)[1]
+        part = finished[[col, f"synthetic/post_weight/{k}"]].set_axis(["pre", "post"], axis=1)
+        wd = finished.get("weight_decay", 0.0)
+        rows.append(part.assign(feature=int(k), weight_decay=wd))
+    points = pd.concat(rows)
+    points = points[(points["pre"] > 1e-6) & (points["post"] > 1e-6)]  # log axes
+    if points.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    for wd, group in points.groupby("weight_decay"):
+        ax.scatter(group["post"], group["pre"], s=16, alpha=0.7, label=f"weight decay {wd:g}")
+    free = points[points["weight_decay"] == points["weight_decay"].min()]
+    cx, cy = free["post"].map(math.log).mean(), free["pre"].map(math.log).mean()
+    xs = [points["post"].min(), points["post"].max()]
+    ax.plot(xs, [math.exp(cy + 0.5 * (math.log(x) - cx)) for x in xs], "k--", linewidth=0.9)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="post-projection weight of feature k (head layer)",
+        ylabel="pre-projection weight of feature k (encoder)",
+        title="per-feature weights; dashed: slope 1/2 (pre = √post)",
+    )
+    ax.legend(fontsize=7)
+    fig.suptitle(sweep, fontsize=10)
+    return _save(fig, out / "weights_pre_vs_post.png")

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from analysis.collect import FAILED, FINISHED, collect
-from analysis.figures import axis_figures, scatter_figure
+from analysis.figures import axis_figures, scatter_figure, weights_figure
 from analysis.tables import HEAD_KEY, build_tables, write_table
 
 log = logging.getLogger(__name__)
@@ -192,9 +192,9 @@ def analyze_sweep(name: str, loc: Any, log_to_mlflow: bool = True) -> Summary:
         counts[record.status] = counts.get(record.status, 0) + 1
     figures = axis_figures(gaps, settings, directory / "figures", name)
     scatter = scatter_figure(tables["probes"].to_pandas(), directory / "figures", name)
-    summary = Summary(
-        name, directory, settings, counts, gaps, figures + ([scatter] if scatter else [])
-    )
+    weights = weights_figure(tables["trials"].to_pandas(), directory / "figures", name)
+    extra = [path for path in (scatter, weights) if path]
+    summary = Summary(name, directory, settings, counts, gaps, figures + extra)
     markdown = summary.markdown()
     md_path = directory / "summary.md"
     if not md_path.exists() or md_path.read_text() != markdown:
