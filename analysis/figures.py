@@ -54,6 +54,18 @@ def _numeric_axes(gaps: pd.DataFrame, settings: list[str]) -> list[str]:
     return axes
 
 
+def _label_keys(frame: pd.DataFrame, others: list[str]):
+    """Which keys name a line: with a head axis, the head plus only the keys that vary among that
+    head's own rows (an MLP line is not labelled with the top-k head's k)."""
+    if HEAD_KEY not in others:
+        return lambda row: others
+    varying = {
+        head: [k for k in others if k != HEAD_KEY and group[k].nunique(dropna=True) > 1]
+        for head, group in frame.groupby(HEAD_KEY)
+    }
+    return lambda row: [HEAD_KEY, *varying[row[HEAD_KEY]]]
+
+
 def _line_label(row: pd.Series, keys: list[str]) -> str:
     parts = []
     for key in keys:
@@ -76,7 +88,8 @@ def axis_figures(gaps: pd.DataFrame, settings: list[str], out: Path, sweep: str)
         others = [k for k in settings if k != axis]
         for target, frame in gaps.groupby("target", sort=True):
             frame = frame.copy()
-            frame["_line"] = frame.apply(lambda r, o=others: _line_label(r, o), axis=1)
+            keys_of = _label_keys(frame, others)
+            frame["_line"] = frame.apply(lambda r, k=keys_of: _line_label(r, k(r)), axis=1)
             lines = sorted(frame["_line"].unique())
             note = ""
             if len(lines) > MAX_LINES:  # too many combinations: average the other axes
@@ -91,6 +104,17 @@ def axis_figures(gaps: pd.DataFrame, settings: list[str], out: Path, sweep: str)
                 part = frame[frame["_line"] == line].sort_values(axis)
                 colour = colours[i % len(colours)]
                 x = part[axis].to_numpy(dtype=float)
+                if len(x) == 1 and frame[axis].nunique() > 1:
+                    # a setting the axis does not apply to (e.g. the MLP head on a κ axis):
+                    # a level to compare against, not a point at an arbitrary x
+                    row = part.iloc[0]
+                    for ax, col, style, tag in (
+                        (left, "pre_mean", "-", f"{line} · pre (not on this axis)"),
+                        (left, "post_mean", "--", f"{line} · post"),
+                        (right, "gap_mean", "-", f"{line} (not on this axis)"),
+                    ):
+                        ax.axhline(row[col], color=colour, linestyle=style, alpha=0.7, label=tag)
+                    continue
                 left.errorbar(
                     x,
                     part["pre_mean"],
