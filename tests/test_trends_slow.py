@@ -15,7 +15,7 @@ from analysis import trends
 from sweeps import cli
 from sweeps.driver import Locations
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(3600)]
 REPO = Path(__file__).resolve().parents[1]
 
 
