@@ -54,6 +54,15 @@ def _numeric_axes(gaps: pd.DataFrame, settings: list[str]) -> list[str]:
     return axes
 
 
+def _curves(left: plt.Axes, right: plt.Axes, line: str) -> list[tuple]:
+    """(axes, statistic, marker, line style, legend label) of one line's three curves."""
+    return [
+        (left, "pre", "o", "-", f"{line} · pre"),
+        (left, "post", "s", "--", f"{line} · post"),
+        (right, "gap", "o", "-", line),
+    ]
+
+
 def _label_keys(frame: pd.DataFrame, others: list[str]):
     """Which keys name a line: with a head axis, the head plus only the keys that vary among that
     head's own rows (an MLP line is not labelled with the top-k head's k)."""
@@ -108,41 +117,21 @@ def axis_figures(gaps: pd.DataFrame, settings: list[str], out: Path, sweep: str)
                     # a setting the axis does not apply to (e.g. the MLP head on a κ axis):
                     # a level to compare against, not a point at an arbitrary x
                     row = part.iloc[0]
-                    for ax, col, style, tag in (
-                        (left, "pre_mean", "-", f"{line} · pre (not on this axis)"),
-                        (left, "post_mean", "--", f"{line} · post"),
-                        (right, "gap_mean", "-", f"{line} (not on this axis)"),
-                    ):
-                        ax.axhline(row[col], color=colour, linestyle=style, alpha=0.7, label=tag)
+                    for ax, stat, _, style, tag in _curves(left, right, line):
+                        level, tag = row[f"{stat}_mean"], f"{tag} (not on this axis)"
+                        ax.axhline(level, color=colour, linestyle=style, alpha=0.7, label=tag)
                     continue
-                left.errorbar(
-                    x,
-                    part["pre_mean"],
-                    yerr=part["pre_std"].fillna(0),
-                    color=colour,
-                    marker="o",
-                    capsize=3,
-                    label=f"{line} · pre",
-                )
-                left.errorbar(
-                    x,
-                    part["post_mean"],
-                    yerr=part["post_std"].fillna(0),
-                    color=colour,
-                    marker="s",
-                    linestyle="--",
-                    capsize=3,
-                    label=f"{line} · post",
-                )
-                right.errorbar(
-                    x,
-                    part["gap_mean"],
-                    yerr=part["gap_std"].fillna(0),
-                    color=colour,
-                    marker="o",
-                    capsize=3,
-                    label=line,
-                )
+                for ax, stat, marker, style, tag in _curves(left, right, line):
+                    ax.errorbar(
+                        x,
+                        part[f"{stat}_mean"],
+                        yerr=part[f"{stat}_std"].fillna(0),
+                        color=colour,
+                        marker=marker,
+                        linestyle=style,
+                        capsize=3,
+                        label=tag,
+                    )
             label = LABELS.get(axis, axis)
             left.set(
                 xlabel=label,
