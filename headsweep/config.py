@@ -107,7 +107,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"  # adam | sgd | lars
+    name: str = "adam"  # adam | adamw | sgd | lars
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-6
@@ -373,7 +373,7 @@ def _validate(cfg: TrialConfig) -> None:
         _choice("loss.target", lo.target, targets)
     for target in p.targets:
         _choice("probe.targets", target, targets)
-    _choice("optim.name", o.name, ("adam", "sgd", "lars"))
+    _choice("optim.name", o.name, ("adam", "adamw", "sgd", "lars"))
     _choice("optim.schedule", o.schedule, ("cosine", "constant"))
     _check("optim.lr", o.lr > 0, "> 0", o.lr)
     _check("optim.weight_decay", o.weight_decay >= 0, ">= 0", o.weight_decay)

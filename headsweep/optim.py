@@ -1,4 +1,4 @@
-"""Optimisers and the learning-rate schedule: Adam, SGD, LARS; linear warmup then cosine."""
+"""Optimisers and the learning-rate schedule: Adam, AdamW, SGD, LARS; linear warmup then cosine."""
 
 from __future__ import annotations
 
@@ -52,8 +52,10 @@ def build_optimizer(
     cfg: OptimConfig, params: list[nn.Parameter], batch_size: int
 ) -> torch.optim.Optimizer:
     lr = cfg.lr * batch_size / 256 if cfg.scale_lr_by_batch else cfg.lr
-    if cfg.name == "adam":
+    if cfg.name == "adam":  # L2 added to the gradient (coupled), as SAS's reference code does
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":  # decoupled decay: not rescaled away by Adam's per-coordinate steps
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return LARS(

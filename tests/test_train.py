@@ -87,6 +87,7 @@ def test_nan_loss_fails_with_a_clear_error():
         {"loss": {"name": "barlow"}, "optim": {"name": "lars", "lr": 0.3, "warmup_epochs": 1}},
         {"loss": {"mi_lambda": 0.5}, "model": {"head": {"name": "discrete", "levels": 4}}},
         {"model": {"head": {"name": "topk_sae", "latents": 64, "k": 4}}},
+        {"optim": {"name": "adamw", "weight_decay": 0.05}},
         {"model": {"head": {"name": "fixed_reweight", "kappa": 1.2}}, "aug": {"p_drop": 0.5}},
     ],
 )
@@ -144,3 +145,22 @@ def test_full_size_digits_run_within_three_minutes():
     assert result.timings["total_s"] < 180
     assert result.metrics[M.probe("object", "pre")] >= 0.3
     assert result.metrics[M.probe("digit", "pre")] >= 0.3
+
+
+def test_adamw_decay_is_decoupled_from_adams_step_normalisation():
+    # With a zero gradient, Adam turns its coupled L2 term into a step of ~lr whatever the
+    # weight (it is divided by its own second moment); AdamW shrinks w by (1 - lr * wd) a step.
+    from headsweep.config import OptimConfig
+    from headsweep.optim import build_optimizer
+
+    def shrink(name: str) -> float:
+        w = torch.nn.Parameter(torch.full((4,), 1e-3))
+        opt = build_optimizer(OptimConfig(name=name, lr=0.1, weight_decay=0.5), [w], 256)
+        for _ in range(10):
+            opt.zero_grad()
+            w.grad = torch.zeros_like(w)
+            opt.step()
+        return float(w.detach()[0]) / 1e-3
+
+    assert shrink("adamw") == pytest.approx((1 - 0.1 * 0.5) ** 10, rel=1e-5)
+    assert shrink("adam") < 0  # the normalised L2 step (~lr) overshoots a tiny weight
