@@ -26,6 +26,7 @@ from sweeps.tracking import MLflowTrialLogger, Tracker, check_reachable, default
 from trainables import TRAINABLES
 
 log = logging.getLogger(__name__)
+SNAPSHOT_PERIOD_S = 10  # Tune's own minimum in its 'auto' mode
 
 # Tune's console output is replaced by sweeps.progress; these keep the terminal readable.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -33,6 +34,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Searchers may watch a metric only the final report has (the frozen probes).
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Experiment snapshots (what `headsweep resume` restores) at a fixed period, so the checkpoint
+# pruner's grace period (sweeps/checkpoints.py) provably spans several of them.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
 
 TERMINAL = ("TERMINATED", "ERROR")
 
@@ -168,6 +172,14 @@ def _finish(tracker: Tracker, outcome: Outcome) -> Outcome:
     return outcome
 
 
+def _snapshot_period() -> float:
+    """Seconds between experiment snapshots (a user's adaptive 'auto' is taken as 30 s)."""
+    try:
+        return float(os.environ["TUNE_GLOBAL_CHECKPOINT_S"])
+    except ValueError:
+        return 30.0
+
+
 def _callbacks(
     spec: SweepSpec,
     name: str,
@@ -176,9 +188,14 @@ def _callbacks(
     parent_run_id: str,
     quiet: bool,
 ) -> list:
+    from sweeps.checkpoints import CheckpointPruner
     from sweeps.progress import Progress
 
-    callbacks: list = [MLflowTrialLogger(tracker.uri, experiment_id, parent_run_id, name)]
+    # checkpoints are pruned by CheckpointPruner, not Tune's num_to_keep (see sweeps/checkpoints.py)
+    callbacks: list = [
+        MLflowTrialLogger(tracker.uri, experiment_id, parent_run_id, name),
+        CheckpointPruner(grace_s=10 * _snapshot_period()),
+    ]
     if not quiet:
         metric = spec.search.metric or _default_metric(spec)
         callbacks.append(
@@ -261,7 +278,6 @@ def run(
             name=name,
             storage_path=loc.storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=_callbacks(spec, name, tracker, experiment_id, parent, quiet),
             verbose=0,
         ),

@@ -20,7 +20,10 @@ from sweeps.tracking import ERROR, PARENT, ROLE
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+# Experiment snapshots every second (the driver's default is 10 s), so a driver killed a few
+# one-second epochs into a trial has already recorded one of its checkpoints; the checkpoint
+# pruner's grace period shrinks with it to 10 s and so runs during these tests too.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
 
 
 def sweep_runs(root: Path, name: str):
@@ -183,7 +186,11 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 def _results(experiment: Path) -> dict[str, list[dict]]:
     out = {}
+    # result.json reaches storage with the next experiment snapshot: after a SIGKILL the newest
+    # trial may have none yet
     for trial_dir in sorted(experiment.glob("contrastive_*")):
+        if not (trial_dir / "result.json").exists():
+            continue
         lines = (trial_dir / "result.json").read_text().splitlines()
         out[trial_dir.name] = [json.loads(line) for line in lines if line.strip()]
     return out
@@ -207,11 +214,16 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     experiment = root / "ray" / "killable"
     driver = start_driver(spec, "killable", root)
     try:
-        # Kill once the first trial has checkpointed a few epochs and before it finished.
-        _wait_for(
-            lambda: len(list(experiment.glob("contrastive_*/checkpoint_000002"))) > 0, 240, driver
-        )
-        time.sleep(1.0)
+        # Kill once a snapshot has recorded the first trial's third checkpoint, before it finished.
+        def recorded() -> bool:
+            checkpoints = list(experiment.glob("contrastive_*/checkpoint_000002"))
+            snapshots = list(experiment.glob("experiment_state-*.json"))
+            return (
+                bool(checkpoints and snapshots)
+                and max(p.stat().st_mtime for p in snapshots) > checkpoints[0].stat().st_mtime
+            )
+
+        _wait_for(recorded, 240, driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -260,15 +272,18 @@ def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
         },
     )
     root = tmp_path / "runs"
-    experiment = root / "ray" / "searched"
+    storage = f"sqlite:///{root / 'optuna' / 'searched.db'}"
     driver = start_driver(spec, "searched", root)
     try:
 
-        def two_done() -> bool:
-            done = 0
-            for path in experiment.glob("contrastive_*/result.json"):
-                done += '"done": true' in path.read_text() or '"done": 1' in path.read_text()
-            return done >= 2
+        def two_done() -> bool:  # the study records a trial as soon as the driver sees it end
+            if not (root / "optuna" / "searched.db").exists():
+                return False
+            try:
+                study = optuna.load_study(study_name="searched", storage=storage)
+            except KeyError:  # not created yet
+                return False
+            return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2
 
         _wait_for(two_done, 240, driver)
         driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
@@ -279,7 +294,6 @@ def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
     output = driver.stdout.read()
     assert driver.returncode == 130, output  # interrupted, with the resume hint
     assert "headsweep resume searched" in output
-    storage = f"sqlite:///{root / 'optuna' / 'searched.db'}"
     before = optuna.load_study(study_name="searched", storage=storage)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in before.trials) < 4
     resume(root, "searched")
