@@ -13,8 +13,10 @@ durable snapshot names still exists.
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 
+from pyarrow import fs
 from ray import tune
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,11 @@ class CheckpointPruner(tune.Callback):
         return {"grace_s": self.grace_s, "_seen": {}}
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        self._seen.setdefault(trial.trial_id, []).append((time.monotonic(), checkpoint))
+        now = time.monotonic()
+        if trial.trial_id not in self._seen:  # first sight, also after a resume: adopt the
+            # older checkpoints a previous driver left, so they go after the grace period too
+            self._seen[trial.trial_id] = [(now, old) for old in _older_siblings(checkpoint)]
+        self._seen[trial.trial_id].append((now, checkpoint))
         self._prune()
 
     def on_step_end(self, iteration, trials, **info) -> None:
@@ -51,3 +57,19 @@ class CheckpointPruner(tune.Callback):
                 except (FileNotFoundError, OSError) as exc:  # already gone: nothing to free
                     log.debug("could not delete %s: %s", old.path, exc)
             del history[:keep_from]
+
+
+def _older_siblings(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The trial's checkpoints on storage that sort before this one (checkpoint_000003, ...)."""
+    trial_dir, name = posixpath.split(checkpoint.path.rstrip("/"))
+    try:
+        entries = checkpoint.filesystem.get_file_info(fs.FileSelector(trial_dir))
+    except OSError:
+        return []
+    return [
+        tune.Checkpoint(entry.path, filesystem=checkpoint.filesystem)
+        for entry in sorted(entries, key=lambda e: e.base_name)
+        if entry.type == fs.FileType.Directory
+        and entry.base_name.startswith("checkpoint_")
+        and entry.base_name < name
+    ]

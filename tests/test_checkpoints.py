@@ -42,3 +42,18 @@ def test_pruner_pickles_without_its_history(tmp_path):
     )
     copy = pickle.loads(pickle.dumps(pruner))
     assert copy.grace_s == 5 and copy._seen == {}
+
+
+def test_checkpoints_left_by_a_killed_driver_are_adopted_and_pruned(tmp_path, monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: clock["now"])
+    for k in range(4):
+        (tmp_path / f"checkpoint_{k:06d}").mkdir()
+    (tmp_path / "result.json").write_text("{}")
+    pruner = CheckpointPruner(grace_s=15)  # a resumed sweep's new pruner: no history
+    latest = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000003"))
+    pruner.on_checkpoint(0, [], SimpleNamespace(trial_id="t"), latest)
+    assert len(list(tmp_path.glob("checkpoint_*"))) == 4  # not before the grace period
+    clock["now"] = 20.0
+    pruner.on_step_end(0, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000003", "result.json"]
