@@ -197,11 +197,10 @@ def _callbacks(
         CheckpointPruner(grace_s=10 * _snapshot_period()),
     ]
     if not quiet:
-        metric = spec.search.metric or _default_metric(spec)
         callbacks.append(
             Progress(
                 spec.num_trials(),
-                metric,
+                _metric(spec),
                 spec.search.mode,
                 [a.key for a in spec.space if a.key != "train.seed"],
             )
@@ -209,7 +208,11 @@ def _callbacks(
     return callbacks
 
 
-def _default_metric(spec: SweepSpec) -> str:
+def _metric(spec: SweepSpec) -> str:
+    """The metric progress and the final table focus on: the search's, else the pre probe of the
+    data's last target (the synthetic fit's slope for the theory runs)."""
+    if spec.search.metric:
+        return spec.search.metric
     if spec.trainable == "synthetic":
         return "synthetic/slope"
     from headsweep.config import TrialConfig
@@ -249,7 +252,7 @@ def run(
             "headsweep.trainable": spec.trainable,
             "headsweep.spec_hash": spec.digest(),
             "headsweep.num_trials": str(spec.num_trials()),
-            "headsweep.metric": spec.search.metric or _default_metric(spec),
+            "headsweep.metric": _metric(spec),
             "headsweep.mode": spec.search.mode,
             "headsweep.state": "running",
             "headsweep.root": str(loc.root),
@@ -287,7 +290,7 @@ def run(
         path,
         parent,
         total=spec.num_trials(),
-        metric=spec.search.metric or _default_metric(spec),
+        metric=_metric(spec),
     )
     try:
         tuner.fit()
@@ -328,7 +331,7 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
         path,
         parent.info.run_id,
         total=spec.num_trials(),
-        metric=parent.data.tags.get("headsweep.metric", ""),
+        metric=_metric(spec),
     )
     try:
         tuner.fit()
