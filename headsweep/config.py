@@ -9,28 +9,14 @@ under the user's own keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Named MLP-head shapes from the papers' code (SCIENCE.md §1); hidden/out are absolute widths.
-HEAD_PRESETS: dict[str, dict[str, Any]] = {
-    # SimCLR / [O] CIFAR projector: 512 -> 2048 -> 256, no BN.
-    "simclr": {"hidden": 2048, "out": 256, "depth": 2, "batch_norm": False, "last_bn": False},
-    # SAS critic used by [X]: 512 -> 512 -> BN -> ReLU -> 128 -> BN(affine=False), no biases.
-    "sas": {
-        "hidden": 512,
-        "out": 128,
-        "depth": 2,
-        "batch_norm": True,
-        "last_bn": True,
-        "bias": False,
-    },
-    # Barlow Twins projector: 512 -> 2048 -> BN -> ReLU -> 2048 -> BN -> ReLU -> 2048.
-    "barlow": {"hidden": 2048, "out": 2048, "depth": 3, "batch_norm": True, "last_bn": False},
-}
+from headsweep.presets import DEFAULT_RECIPE, HEAD_PRESETS, VIEW_RECIPES
 
 
 @dataclass(frozen=True)
@@ -53,18 +39,55 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class AugConfig:
-    """Two-view augmentation, applied per sample on the device (headsweep.views)."""
+class ViewConfig:
+    """One view's pipeline, solo-learn's field names, applied in [O]'s order: resized crop
+    (area fraction in [crop_min_scale, crop_max_scale], aspect ratio in (3/4, 4/3), bicubic) or
+    pad-and-crop shift -> colour jitter with `color_jitter_prob` -> grayscale -> Gaussian blur
+    (sigma ~ U(0.1, 2)) -> solarization (threshold 128/255) -> horizontal flip -> normalise.
+    Defaults are the `sas_digits` recipe (docs/science.md §4.2, §8)."""
 
+    crop_min_scale: float = 1.0  # 1 and 1: no resized crop
+    crop_max_scale: float = 1.0
+    crop_pad: int = 0  # pad-and-crop shift in px (RandomCrop(padding)); 0 = none
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    color_jitter_prob: float = 0.8
+    gray_scale_prob: float = 0.2
+    gaussian_prob: float = 0.0
+    solarization_prob: float = 0.0
+    horizontal_flip_prob: float = 0.5
+
+    @property
+    def resized_crop(self) -> bool:
+        return self.crop_min_scale < 1.0
+
+    @property
+    def jitter(self) -> tuple[float, float, float, float]:
+        return (self.brightness, self.contrast, self.saturation, self.hue)
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Two-view augmentation, applied per sample on the device (headsweep.views). `recipe` names
+    a preset of `VIEW_RECIPES` that fills view1/view2; keys given under view1/view2 win."""
+
+    recipe: str = DEFAULT_RECIPE
+    view1: ViewConfig = field(default_factory=ViewConfig)
+    view2: ViewConfig = field(default_factory=ViewConfig)
     p_drop: float = 0.0  # per pair: exactly one view loses the digit with this probability
-    flip: float = 0.5
-    crop_pad: int = 0  # pad-and-crop shift in px; [X] uses none for the digit experiment
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_p: float = 0.8
-    gray_p: float = 0.2
     # Vector data: per-feature drop probability p_k (one random view), and sign-flip features.
     feature_drop: tuple[float, ...] = ()
     sign_flip: tuple[int, ...] = ()
+
+    @property
+    def views(self) -> tuple[ViewConfig, ViewConfig]:
+        return (self.view1, self.view2)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.view1 == self.view2
 
 
 @dataclass(frozen=True)
@@ -81,8 +104,10 @@ class HeadConfig:
     bias: bool = True
     kappa: float = 1.05  # fixed_reweight: r_i = kappa^-i
     levels: int = 5  # discrete: FSQ levels per dimension
-    latents: int = 2048  # topk_sae dictionary size ([O]: 100k)
-    k: int = 20  # topk_sae active latents ([O]: 1000, ratio 0.01)
+    # topk_sae, sized relative to the SAE's input width d ([O] SimCLR: 100k latents, k = 1000
+    # on d = 512); k/d is what keeps the bottleneck comparable across widths (§8).
+    latents_per_dim: float = 8.0  # latents = round(latents_per_dim * d)
+    k_per_dim: float = 0.25  # k = round(k_per_dim * d)
     sae_prelude: bool = False  # Linear-BN-ReLU before the SAE (Barlow variant of [O])
 
 
@@ -112,6 +137,8 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-6
     lars_eta: float = 0.02  # trust coefficient (solo-learn default)
+    lars_clip_lr: bool = True  # solo-learn's clip_lr: trust ratio / lr capped at 1
+    lars_exclude_bias_n_norm: bool = True  # 1-D parameters skip trust ratio and decay
     schedule: str = "cosine"  # cosine | constant
     warmup_epochs: float = 0.0
     scale_lr_by_batch: bool = False  # lr * batch / 256 ([O])
@@ -125,19 +152,45 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    # joint: both views in one batch (shared BatchNorm statistics); per_view: each view through
+    # encoder and head separately, as solo-learn; auto: what aug.recipe's code does.
+    forward: str = "auto"
+
+
+@dataclass(frozen=True)
+class LinearEvalConfig:
+    """[O]'s reporting protocol (solo-learn's main_linear): a linear classifier trained with
+    SGD or LARS on frozen encoder features of augmented training images (resized crop + flip),
+    evaluated on clean test images; no fine-tuning. epochs = 0 turns it off."""
+
+    epochs: int = 0
+    optimizer: str = "sgd"  # sgd | lars
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    schedule: str = "cosine"  # cosine | constant
+    crop_min_scale: float = 0.08  # the training views' resized crop (1 = none)
+    horizontal_flip_prob: float = 0.5
+    taps: tuple[str, ...] = ("pre",)  # [O] evaluates the encoder only
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Frozen-feature probes (SCIENCE.md §5); the protocol is recorded with every result."""
+    """Frozen-feature probes (docs/science.md §5, §8); the protocol is stored with every result.
 
-    protocol: str = "logistic"  # logistic (L-BFGS, L2) | ridge (closed form)
+    `sas`: multinomial logistic regression, objective mean CE + penalty * ||W||^2 (SAS's
+    `train_clf`, no 1/2), minimised by L-BFGS until the objective stops changing (at most
+    `steps` iterations). `ridge`: closed-form ridge on one-hot targets."""
+
+    protocol: str = "sas"  # sas | ridge
     penalty: float = 1e-3
     steps: int = 500
     standardize: bool = False  # standardising removes part of the pre/post effect
     few_shot: int = 0  # labelled examples per class for the probe's training set (0 = all)
     targets: tuple[str, ...] = ()  # () = every target of the dataset
     online_n: int = 1000  # examples for the cheap per-epoch ridge probe (0 = off)
+    linear_eval: LinearEvalConfig = field(default_factory=LinearEvalConfig)
 
 
 @dataclass(frozen=True)
@@ -154,6 +207,9 @@ class TrialConfig:
     def from_dict(cls, raw: Mapping[str, Any] | None = None) -> TrialConfig:
         """Build and validate a config from a nested dict (missing keys take defaults)."""
         cfg = build(cls, raw or {})
+        if cfg.train.forward == "auto":  # resolved here so results record what ran
+            forward = VIEW_RECIPES[cfg.aug.recipe]["forward"]
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, forward=forward))
         _validate(cfg)
         return cfg
 
@@ -238,6 +294,8 @@ def build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
                 f"{prefix}preset: unknown preset {preset!r} (allowed: {', '.join(HEAD_PRESETS)})"
             )
         values = {**HEAD_PRESETS[preset], **values}
+    if cls is AugConfig:
+        values = _apply_recipe(values, prefix)
     kwargs = {}
     for name in names:
         if name not in values:
@@ -249,6 +307,22 @@ def build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
         else:
             kwargs[name] = _coerce(values[name], hint, key)
     return cls(**kwargs)
+
+
+def _apply_recipe(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The recipe's per-view settings under the spec's own view1/view2 keys."""
+    recipe = values.get("recipe", DEFAULT_RECIPE)
+    if recipe not in VIEW_RECIPES:
+        raise ValueError(
+            f"{prefix}recipe: unknown recipe {recipe!r} (allowed: {', '.join(VIEW_RECIPES)})"
+        )
+    out = dict(values)
+    for view in ("view1", "view2"):
+        given = values.get(view, {})
+        if not isinstance(given, Mapping):
+            raise ValueError(f"{prefix}{view}: expected a mapping, got {given!r}")
+        out[view] = {**VIEW_RECIPES[recipe][view], **given}
+    return out
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -324,16 +398,8 @@ def _validate(cfg: TrialConfig) -> None:
     _check("data.dim", d.dim >= len(d.phi) >= 1, f">= len(data.phi) = {len(d.phi)}", d.dim)
     _check("data.noise", d.noise >= 0, ">= 0", d.noise)
     _check("aug.p_drop", 0.0 <= a.p_drop <= 1.0, "in [0, 1]", a.p_drop)
-    _check("aug.flip", 0.0 <= a.flip <= 1.0, "in [0, 1]", a.flip)
-    _check("aug.crop_pad", 0 <= a.crop_pad <= 16, "in [0, 16]", a.crop_pad)
-    _check("aug.jitter_p", 0.0 <= a.jitter_p <= 1.0, "in [0, 1]", a.jitter_p)
-    _check("aug.gray_p", 0.0 <= a.gray_p <= 1.0, "in [0, 1]", a.gray_p)
-    _check(
-        "aug.jitter",
-        all(v >= 0 for v in a.jitter) and a.jitter[3] <= 0.5,
-        "non-negative with hue <= 0.5",
-        a.jitter,
-    )
+    for i, v in enumerate(a.views, 1):
+        _validate_view(f"aug.view{i}", v)
     _check(
         "aug.feature_drop",
         len(a.feature_drop) in (0, len(d.phi)) and all(0 <= v <= 1 for v in a.feature_drop),
@@ -360,8 +426,13 @@ def _validate(cfg: TrialConfig) -> None:
     _check("model.head.out", h.out >= 1, ">= 1", h.out)
     _check("model.head.kappa", h.kappa > 0, "> 0", h.kappa)
     _check("model.head.levels", h.levels >= 2, ">= 2", h.levels)
-    _check("model.head.latents", h.latents >= 1, ">= 1", h.latents)
-    _check("model.head.k", 1 <= h.k <= h.latents, f"in [1, model.head.latents={h.latents}]", h.k)
+    _check("model.head.latents_per_dim", h.latents_per_dim > 0, "> 0", h.latents_per_dim)
+    _check(
+        "model.head.k_per_dim",
+        0 < h.k_per_dim <= h.latents_per_dim,
+        f"in (0, model.head.latents_per_dim={h.latents_per_dim:g}]",
+        h.k_per_dim,
+    )
     _choice("loss.name", lo.name, LOSSES)
     _check("loss.temperature", lo.temperature > 0, "> 0", lo.temperature)
     _check("loss.mi_lambda", lo.mi_lambda >= 0, ">= 0", lo.mi_lambda)
@@ -394,8 +465,59 @@ def _validate(cfg: TrialConfig) -> None:
         "auto, cpu, cuda or cuda:N",
         t.device,
     )
-    _choice("probe.protocol", p.protocol, ("logistic", "ridge"))
+    _choice("train.forward", t.forward, ("joint", "per_view"))
+    _choice("probe.protocol", p.protocol, ("sas", "ridge"))
     _check("probe.penalty", p.penalty >= 0, ">= 0", p.penalty)
     _check("probe.steps", p.steps >= 1, ">= 1", p.steps)
     _check("probe.few_shot", p.few_shot >= 0, ">= 0", p.few_shot)
     _check("probe.online_n", p.online_n >= 0, ">= 0", p.online_n)
+    le = p.linear_eval
+    _check("probe.linear_eval.epochs", le.epochs >= 0, ">= 0", le.epochs)
+    _choice("probe.linear_eval.optimizer", le.optimizer, ("sgd", "lars"))
+    _choice("probe.linear_eval.schedule", le.schedule, ("cosine", "constant"))
+    _check("probe.linear_eval.lr", le.lr > 0, "> 0", le.lr)
+    _check("probe.linear_eval.momentum", 0 <= le.momentum < 1, "in [0, 1)", le.momentum)
+    _check("probe.linear_eval.weight_decay", le.weight_decay >= 0, ">= 0", le.weight_decay)
+    _check("probe.linear_eval.batch_size", le.batch_size >= 1, ">= 1", le.batch_size)
+    _check(
+        "probe.linear_eval.crop_min_scale",
+        0 < le.crop_min_scale <= 1,
+        "in (0, 1]",
+        le.crop_min_scale,
+    )
+    _check(
+        "probe.linear_eval.horizontal_flip_prob",
+        0 <= le.horizontal_flip_prob <= 1,
+        "in [0, 1]",
+        le.horizontal_flip_prob,
+    )
+
+
+def _validate_view(key: str, v: ViewConfig) -> None:
+    for name in (
+        "color_jitter_prob",
+        "gray_scale_prob",
+        "gaussian_prob",
+        "solarization_prob",
+        "horizontal_flip_prob",
+    ):
+        value = getattr(v, name)
+        _check(f"{key}.{name}", 0.0 <= value <= 1.0, "a probability in [0, 1]", value)
+    for name in ("brightness", "contrast", "saturation"):
+        value = getattr(v, name)
+        _check(f"{key}.{name}", 0.0 <= value < math.inf, ">= 0 and finite", value)
+    _check(f"{key}.hue", 0.0 <= v.hue <= 0.5, "in [0, 0.5]", v.hue)
+    _check(f"{key}.crop_min_scale", 0.0 < v.crop_min_scale <= 1.0, "in (0, 1]", v.crop_min_scale)
+    _check(
+        f"{key}.crop_max_scale",
+        v.crop_min_scale <= v.crop_max_scale <= 1.0,
+        f"in [{key}.crop_min_scale={v.crop_min_scale:g}, 1]",
+        v.crop_max_scale,
+    )
+    _check(f"{key}.crop_pad", 0 <= v.crop_pad <= 16, "in [0, 16]", v.crop_pad)
+    _check(
+        f"{key}.crop_pad",
+        not (v.crop_pad and v.resized_crop),
+        "0 when the view uses a resized crop (one geometric op per view)",
+        v.crop_pad,
+    )

@@ -30,6 +30,17 @@ TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Per-channel mean and std the views normalise with (solo-learn's values for CIFAR-10/100); the
+# composed datasets sit on CIFAR-10-like images and use its statistics.
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "digits_on_texture": _CIFAR10_STATS,
+    "mnist_on_cifar10": _CIFAR10_STATS,
+    "cifar10": _CIFAR10_STATS,
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
 def targets_of(cfg: DataConfig) -> list[str]:
     if cfg.name == "synthetic":
         return [f"feature{k}" for k in range(len(cfg.phi))]
@@ -42,6 +53,7 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset
 
 __all__ = [
     "DATASETS",
+    "STATS",
     "TARGETS",
     "Dataset",
     "Split",
