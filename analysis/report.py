@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from analysis.collect import FAILED, FINISHED, collect
 from analysis.figures import axis_figures, scatter_figure, weights_figure
 from analysis.tables import HEAD_KEY, build_tables, write_table
+from analysis.trends import check
+from analysis.verdicts import Calibration, Verdict, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ class Summary:
     counts: dict[str, int]
     gaps: pd.DataFrame
     figures: list[Path] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)  # the trends this experiment checks
+    calibration: Calibration | None = None  # digit experiments only
 
     @property
     def message(self) -> str:
@@ -49,7 +53,13 @@ class Summary:
         gaps = self.gaps
         if target and target in set(gaps.get("target", ())):
             gaps = gaps[gaps["target"] == target]
-        return gap_table_text(gaps, self.settings, self.message)
+        return gap_table_text(gaps, self.settings, self.message) + self.verdict_text()
+
+    def verdict_text(self) -> str:
+        """Calibration and trend verdicts, one line each (empty when none apply)."""
+        lines = [self.calibration.line()] if self.calibration else []
+        lines += [v.line() for v in self.verdicts]
+        return "".join(f"\n{line}" for line in lines)
 
     def markdown(self) -> str:
         lines = [
@@ -59,6 +69,11 @@ class Summary:
             "95% t-interval.",
             "",
         ]
+        if self.calibration or self.verdicts:
+            if self.calibration:
+                lines.append(f"- {self.calibration.line()}")
+            lines += [f"- {v.line()}" for v in self.verdicts]
+            lines.append("")
         if self.gaps.empty:
             return "\n".join(lines) + "\n"
         header = [
@@ -194,7 +209,15 @@ def analyze_sweep(name: str, loc: Any, log_to_mlflow: bool = True) -> Summary:
     scatter = scatter_figure(tables["probes"].to_pandas(), directory / "figures", name)
     weights = weights_figure(tables["trials"].to_pandas(), directory / "figures", name)
     extra = [path for path in (scatter, weights) if path]
-    summary = Summary(name, directory, settings, counts, gaps, figures + extra)
+    probes = tables["probes"].to_pandas()
+    experiment = tracker.client.get_experiment(parent.info.experiment_id).name
+    verdicts = check(experiment, probes, tables["trials"].to_pandas())
+    calibration = (
+        calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
+    )
+    summary = Summary(
+        name, directory, settings, counts, gaps, figures + extra, verdicts, calibration
+    )
     markdown = summary.markdown()
     md_path = directory / "summary.md"
     if not md_path.exists() or md_path.read_text() != markdown:

@@ -1,34 +1,39 @@
-"""The trends of SCIENCE.md §6 as checks on a sweep's tables, so the slow tests and
-REPRODUCTION.md judge the same numbers the same way.
+"""The image-experiment trends of docs/science.md §6 (T6-T12) as checks on a sweep's tables,
+each returning a three-valued `Verdict` under the one rule of `analysis.verdicts` (§10).
 
-Each check compares pre and post of the same model, pairs over seeds, and returns a `Trend`:
-whether the expected direction held, and the figures it was judged on. A check never fits a
-threshold to the data: where "small" or "comparable" must be decided, the rule is stated in the
-check's docstring and uses the seed spread.
+Every check compares pre and post of the same model, pairs over seeds, and is guarded: fewer
+than three seeds, a judged accuracy at the ceiling, or a control that learned no digit make it
+*inconclusive*. The synthetic trends (T1-T5) are in `analysis.trends_synthetic`.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-HEAD = "model.head.name"
-PHI = [1.0, 0.8, 0.6, 0.4, 0.2]  # the feature strengths of xue_synthetic_linear's base
+from analysis.trends_synthetic import SYNTHETIC_CHECKS
+from analysis.verdicts import (
+    EPOCHS,
+    HEAD,
+    P_DROP,
+    SMALL,
+    Interval,
+    Verdict,
+    above,
+    below,
+    calibrate,
+    ceiling_guard,
+    clear_margin,
+    interval,
+    judge,
+    not_worse,
+    seeds_guard,
+)
 
-
-@dataclass(frozen=True)
-class Trend:
-    name: str
-    holds: bool
-    evidence: str
-
-    def line(self) -> str:
-        return f"{self.name}: {'held' if self.holds else 'did NOT hold'} ({self.evidence})"
+KAPPA = "model.head.kappa"
+WEIGHT_DECAY = "optim.weight_decay"
 
 
 def _paired(probes: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -40,319 +45,316 @@ def _paired(probes: pd.DataFrame, target: str) -> pd.DataFrame:
         if c not in ("tap", "tap_index", "is_pre", "is_post", "accuracy", "dim", "protocol")
     ]
     wide = rows.pivot_table(
-        index=keys, columns="tap", values="accuracy", aggfunc="first"
+        index=keys, columns="tap", values="accuracy", aggfunc="first", dropna=False
     ).reset_index()
+    wide = wide.dropna(subset=[c for c in ("pre", "post") if c in wide])
     wide["gap"] = wide["pre"] - wide["post"]
     return wide
 
 
-def _seed_slopes(frame: pd.DataFrame, axis: str, value: str, log_x: bool = False) -> np.ndarray:
-    """Least-squares slope of `value` against `axis`, one per seed."""
+def _trained(wide: pd.DataFrame) -> pd.DataFrame:
+    return wide[wide[EPOCHS] > 0] if EPOCHS in wide else wide
+
+
+def _untrained(wide: pd.DataFrame) -> pd.DataFrame:
+    return wide[wide[EPOCHS] == 0] if EPOCHS in wide else wide.iloc[:0]
+
+
+def _calibration_guard(probes: pd.DataFrame) -> list[str]:
+    """Digit experiments need a control that learned the digit (§9)."""
+    if "digit" not in set(probes["target"]):
+        return []
+    return calibrate(probes, ["digit"]).guard()
+
+
+def _by_seed(frame: pd.DataFrame, column: str) -> pd.Series:
+    return frame.groupby("seed")[column].mean()
+
+
+def _diff(a: pd.Series, b: pd.Series) -> Interval:
+    """Paired over the seeds both have."""
+    seeds = a.index.intersection(b.index)
+    return interval((a.loc[seeds] - b.loc[seeds]).to_numpy())
+
+
+def _slopes(frame: pd.DataFrame, axis: str, value: str, log_x: bool = False) -> Interval:
+    """Interval of the per-seed least-squares slope of `value` against `axis`."""
     slopes = []
     for _, group in frame.groupby("seed"):
         x = group[axis].to_numpy(dtype=float)
+        y = group[value].to_numpy(dtype=float)
         if log_x:
-            x = np.log10(np.where(x > 0, x, np.nan))
-            keep = np.isfinite(x)
-            x, y = x[keep], group[value].to_numpy(dtype=float)[keep]
-        else:
-            y = group[value].to_numpy(dtype=float)
+            keep = x > 0
+            x, y = np.log10(x[keep]), y[keep]
         if len(np.unique(x)) >= 2:
-            slopes.append(np.polyfit(x, y, 1)[0])
-    return np.array(slopes)
+            slopes.append(float(np.polyfit(x, y, 1)[0]))
+    return interval(slopes)
 
 
-def _mean_sd(values: np.ndarray) -> str:
-    sd = values.std(ddof=1) if len(values) > 1 else math.nan
-    return f"{values.mean():+.3f} ± {sd:.3f} over {len(values)} seeds"
-
-
-def t6_gap_grows_with_drop_rate(probes: pd.DataFrame, head: str = "mlp") -> Trend:
-    """T6: digit gap small at p_drop = 0, pre > post for p_drop > 0, growing with p_drop.
-    Holds when the mean gap at every p_drop > 0 is positive, every seed's slope of gap against
-    p_drop is positive, and the gap at p_drop = 0 is below the gap at the largest p_drop."""
-    wide = _paired(probes, "digit")
+def t6_gap_grows_with_drop_rate(probes: pd.DataFrame, head: str = "mlp") -> Verdict:
+    """T6: at p_drop 0 the digit gap is small (|gap| <= 2 points or under a third of the
+    largest gap); for every p_drop > 0 pre > post (gap interval above 0); the gap grows:
+    gap(largest p) - gap(0) by a clear margin, and the per-seed slope of gap against p_drop
+    has its interval above 0."""
+    wide = _trained(_paired(probes, "digit"))
     wide = wide[wide[HEAD] == head]
-    by_p = wide.groupby("aug.p_drop")["gap"].mean()
-    slopes = _seed_slopes(wide, "aug.p_drop", "gap")
-    holds = bool(
-        (by_p[by_p.index > 0] > 0).all()
-        and len(slopes)
-        and (slopes > 0).all()
-        and by_p.iloc[0] < by_p.iloc[-1]
+    if wide.empty or 0.0 not in set(wide[P_DROP]):
+        return judge("T6", [], f"{head}: no trials at p_drop 0", ["p_drop 0 not in the sweep"])
+    ps = sorted(set(wide[P_DROP]))
+    gaps = {p: _by_seed(wide[wide[P_DROP] == p], "gap") for p in ps}
+    ivs = {p: interval(g.to_numpy()) for p, g in gaps.items()}
+    largest = max((iv.mean for p, iv in ivs.items() if p > 0), default=math.nan)
+    growth = _diff(gaps[ps[-1]], gaps[0.0])
+    slope = _slopes(wide, P_DROP, "gap")
+    means = wide.groupby(P_DROP)[["pre", "post"]].mean()
+    guards = [
+        *seeds_guard(len(g) for g in gaps.values()),
+        *ceiling_guard(means, ["pre", "post"], "digit probe"),
+        *_calibration_guard(probes),
+    ]
+    gap0 = ivs[0.0].mean
+    conditions = [
+        (
+            "gap at p_drop 0 small",
+            abs(gap0) <= SMALL or abs(gap0) < largest / 3,
+        ),
+        ("pre > post at every p_drop > 0", all(above(iv) for p, iv in ivs.items() if p > 0)),
+        (f"gap(p={ps[-1]:g}) - gap(0) by a clear margin", clear_margin(growth)),
+        ("slope of gap against p_drop above 0", above(slope)),
+    ]
+    text = ", ".join(f"p={p:g}: {iv.text()}" for p, iv in ivs.items())
+    evidence = (
+        f"{head} digit gap {text}; growth {growth.text()}; slope per unit p_drop {slope.text()}"
     )
-    gaps = ", ".join(f"p={p:g}: {g:+.3f}" for p, g in by_p.items())
-    return Trend("T6", holds, f"{head} digit gap {gaps}; slope of gap vs p_drop {_mean_sd(slopes)}")
+    return judge("T6", conditions, evidence, guards)
 
 
-def t7_gap_shrinks_with_weight_decay(probes: pd.DataFrame, head: str = "mlp") -> Trend:
-    """T7: the digit gap shrinks as weight decay grows: every seed's slope of the gap against
-    log10(weight decay) (over the non-zero values) is negative."""
-    wide = _paired(probes, "digit")
+def t7_gap_shrinks_with_weight_decay(probes: pd.DataFrame, head: str = "mlp") -> Verdict:
+    """T7: the digit gap shrinks as weight decay grows: the per-seed slope of the gap against
+    log10(weight decay) (non-zero values) has its interval below 0. Inconclusive when there is
+    no gap to shrink (the gap at the smallest decay is not above 0)."""
+    wide = _trained(_paired(probes, "digit"))
     wide = wide[wide[HEAD] == head]
-    by_wd = wide.groupby("optim.weight_decay")["gap"].mean()
-    slopes = _seed_slopes(wide, "optim.weight_decay", "gap", log_x=True)
-    holds = bool(len(slopes) and (slopes < 0).all())
-    gaps = ", ".join(f"wd={w:g}: {g:+.3f}" for w, g in by_wd.items())
-    return Trend("T7", holds, f"{head} digit gap {gaps}; slope per decade {_mean_sd(slopes)}")
+    decays = sorted(set(wide[WEIGHT_DECAY])) if len(wide) else []
+    gaps = {w: _by_seed(wide[wide[WEIGHT_DECAY] == w], "gap") for w in decays}
+    ivs = {w: interval(g.to_numpy()) for w, g in gaps.items()}
+    slope = _slopes(wide, WEIGHT_DECAY, "gap", log_x=True)
+    means = wide.groupby(WEIGHT_DECAY)[["pre", "post"]].mean()
+    guards = [
+        *seeds_guard(len(g) for g in gaps.values()),
+        *ceiling_guard(means, ["pre", "post"], "digit probe"),
+        *_calibration_guard(probes),
+    ]
+    if decays and not above(ivs[decays[0]]):
+        guards.append(f"no gap to shrink at weight decay {decays[0]:g}")
+    text = ", ".join(f"wd={w:g}: {iv.text()}" for w, iv in ivs.items())
+    evidence = f"{head} digit gap {text}; slope per decade {slope.text()}"
+    return judge("T7", [("slope of gap per decade below 0", below(slope))], evidence, guards)
 
 
-def t8_reweighting(probes: pd.DataFrame) -> Trend:
-    """T8: kappa = 1 gives pre = post exactly; kappa > 1 gives a mean digit gap >= 0 for every
-    kappa; the best kappa's pre accuracy is within two seed standard deviations of the MLP
-    head's (or above it)."""
+def t8_reweighting(probes: pd.DataFrame) -> Verdict:
+    """T8: kappa = 1 gives pre = post exactly (every trial); every kappa > 1 gives a mean
+    digit gap >= 0 whose interval is not below 0; the best kappa's pre accuracy is not worse
+    than the MLP head's by more than 3 points (paired interval). The untrained-encoder gap at
+    each kappa (train.epochs = 0 trials) is reported beside the trained one: a fixed
+    reweighting makes an L2 probe prefer pre even without training (§9)."""
     wide = _paired(probes, "digit")
-    reweight = wide[wide[HEAD] == "fixed_reweight"]
-    identity = reweight[reweight["model.head.kappa"] == 1.0]
-    exact = bool(len(identity) and (identity["gap"].abs() < 1e-12).all())
-    above = reweight[reweight["model.head.kappa"] > 1.0].groupby("model.head.kappa")
-    gaps = above["gap"].mean()
-    pre = above["pre"].mean()
-    mlp = wide[wide[HEAD] == "mlp"]["pre"]
-    best = pre.max() if len(pre) else math.nan
-    sd = max(mlp.std(ddof=1), above["pre"].std(ddof=1).max()) if len(mlp) > 1 else 0.0
-    comparable = bool(best >= mlp.mean() - 2 * sd)
-    holds = exact and bool((gaps >= 0).all()) and comparable
-    text = ", ".join(
-        f"κ={k:g}: gap {g:+.3f}, pre {p:.3f}" for (k, g), p in zip(gaps.items(), pre, strict=True)
+    trained, untrained = _trained(wide), _untrained(wide)
+    reweight = trained[trained[HEAD] == "fixed_reweight"]
+    identity = reweight[reweight[KAPPA] == 1.0]
+    exact = bool(len(identity) and (identity["gap"].abs() < 1e-6).all())
+    kappas = sorted(k for k in set(reweight[KAPPA]) if k > 1.0)
+    gaps = {k: _by_seed(reweight[reweight[KAPPA] == k], "gap") for k in kappas}
+    ivs = {k: interval(g.to_numpy()) for k, g in gaps.items()}
+    pre = {k: _by_seed(reweight[reweight[KAPPA] == k], "pre") for k in kappas}
+    mlp = _by_seed(trained[trained[HEAD] == "mlp"], "pre")
+    best = max(kappas, key=lambda k: pre[k].mean()) if kappas else None
+    versus = _diff(pre[best], mlp) if best is not None else interval([])
+    control = untrained[untrained[HEAD] == "fixed_reweight"].groupby(KAPPA)["gap"].mean()
+    guards = [
+        *seeds_guard([len(mlp), *(len(g) for g in gaps.values())]),
+        *ceiling_guard(trained.groupby([HEAD, KAPPA])[["pre", "post"]].mean(), ["pre"], "digit"),
+        *_calibration_guard(probes),
+    ]
+    if not kappas:
+        guards.append("no kappa > 1 in the sweep")
+    conditions = [
+        ("kappa = 1 gives pre = post exactly", exact),
+        (
+            "pre >= post for every kappa > 1",
+            all(iv.mean >= 0 and not below(iv) for iv in ivs.values()),
+        ),
+        ("best kappa's pre not worse than the MLP head's by 3 points", not_worse(versus)),
+    ]
+    text = "; ".join(
+        f"κ={k:g}: gap {ivs[k].text()}"
+        + (f" (untrained {control[k] * 100:+.1f} pts)" if k in control.index else "")
+        for k in kappas
     )
-    return Trend(
-        "T8",
-        holds,
-        f"κ=1 pre=post exactly: {exact}; {text}; MLP pre {mlp.mean():.3f} (2 sd = {2 * sd:.3f})",
+    evidence = f"κ=1 exact: {exact}; {text}; best κ pre - MLP pre {versus.text()}" + (
+        "" if len(control) else "; no untrained control in the sweep"
     )
+    return judge("T8", conditions, evidence, guards)
 
 
-def t9_fine_gap(probes: pd.DataFrame, target: str = "fine", head: str = "mlp") -> Trend:
-    """T9: the fine-label probe gap is positive with its paired 95% interval above 0, for
-    every loss, with the given head."""
-    from scipy import stats
-
+def t9_fine_gap(probes: pd.DataFrame, target: str = "fine", head: str = "mlp") -> Verdict:
+    """T9: the fine-label probe gap pre - post is a clear margin (>= 3 points, interval above
+    0) for every loss, with the given head; the untrained-encoder gap is reported beside it."""
     wide = _paired(probes, target)
-    wide = wide[wide[HEAD] == head]
-    parts, holds = [], True
-    for loss, group in wide.groupby("loss.name"):
-        gap = group["gap"].to_numpy()
-        half = stats.t.ppf(0.975, len(gap) - 1) * gap.std(ddof=1) / math.sqrt(len(gap))
-        low = gap.mean() - half
-        holds &= bool(low > 0)
-        parts.append(f"{loss}: gap {gap.mean():+.3f} [95% CI low {low:+.3f}]")
-    return Trend("T9", holds and bool(parts), f"{head}, {target}: " + "; ".join(parts))
+    trained, untrained = _trained(wide), _untrained(wide)
+    trained = trained[trained[HEAD] == head]
+    losses = sorted(set(trained["loss.name"])) if "loss.name" in trained else []
+    ivs = {
+        loss: interval(_by_seed(trained[trained["loss.name"] == loss], "gap").to_numpy())
+        for loss in losses
+    }
+    control = untrained[untrained[HEAD] == head]["gap"]
+    by_loss = trained.groupby("loss.name")[["pre", "post"]].mean() if losses else trained
+    guards = [
+        *seeds_guard(iv.n for iv in ivs.values()),
+        *(ceiling_guard(by_loss, ["pre"], target) if losses else ["no trials"]),
+        *_calibration_guard(probes),
+    ]
+    conditions = [(f"{loss} gap by a clear margin", clear_margin(iv)) for loss, iv in ivs.items()]
+    evidence = f"{head}, {target}: " + "; ".join(f"{k}: gap {iv.text()}" for k, iv in ivs.items())
+    if len(control):
+        evidence += f"; untrained encoder gap {control.mean() * 100:+.1f} pts"
+    return judge("T9", conditions, evidence, guards)
 
 
-def _by_variant(trials: pd.DataFrame, target: str) -> pd.DataFrame:
-    finished = trials[trials["status"] == "finished"].copy()
-    finished["method"] = np.select(
+def _by_method(trials: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Finished trials labelled baseline / MI λ=… / discrete L=… / topk_sae k/d=…."""
+    frame = trials[trials["status"] == "finished"].copy()
+    k = frame["model.head.k_per_dim"] if "model.head.k_per_dim" in frame else frame[HEAD]
+    frame["method"] = np.select(
+        [frame[HEAD] == "discrete", frame[HEAD] == "topk_sae", frame["loss.mi_lambda"] > 0],
         [
-            finished[HEAD] == "discrete",
-            finished[HEAD] == "topk_sae",
-            finished["loss.mi_lambda"] > 0,
-        ],
-        [
-            "discrete L=" + finished["model.head.levels"].astype(str),
-            "topk_sae k=" + finished["model.head.k"].astype(str),
-            "MI λ=" + finished["loss.mi_lambda"].astype(str),
+            "discrete L=" + frame["model.head.levels"].astype(str),
+            "topk_sae k/d=" + k.astype(str),
+            "MI λ=" + frame["loss.mi_lambda"].astype(str),
         ],
         "baseline",
     )
-    finished["pre"] = finished[f"probe/{target}/pre"]
-    return finished
-
-
-def t10_mi_regulariser(trials: pd.DataFrame, target: str) -> Trend:
-    """T10: every lambda > 0 ends with a lower logged I2 than lambda = 0 in every seed, and its
-    mean pre-projection accuracy is not lower than the baseline's by more than two seed
-    standard deviations of the difference."""
-    frame = _by_variant(trials, target)
-    base = frame[frame["method"] == "baseline"].set_index("train.seed")
-    parts, holds = [], True
-    for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
-        group = group.set_index("train.seed")
-        seeds = group.index.intersection(base.index)
-        d_mi = (group.loc[seeds, "train/mi"] - base.loc[seeds, "train/mi"]).to_numpy()
-        d_acc = (group.loc[seeds, "pre"] - base.loc[seeds, "pre"]).to_numpy()
-        sd = d_acc.std(ddof=1) if len(d_acc) > 1 else 0.0
-        ok = bool(len(seeds) and (d_mi < 0).all() and d_acc.mean() >= -2 * sd)
-        holds &= ok
-        parts.append(f"{method}: ΔI₂ {_mean_sd(d_mi)}, Δ{target} pre {_mean_sd(d_acc)}")
-    return Trend("T10", holds and bool(parts), "; ".join(parts))
-
-
-def t11_structural_bottlenecks(trials: pd.DataFrame, target: str) -> Trend:
-    """T11: discrete and top-k SAE heads reach the baseline's pre accuracy (mean difference
-    >= -2 seed sd) and their average gain is at least the MI regulariser's average gain."""
-    frame = _by_variant(trials, target)
-    base = frame[frame["method"] == "baseline"].set_index("train.seed")["pre"]
-    gains: dict[str, float] = {}
-    parts, reach = [], True
-    for method, group in frame[frame["method"] != "baseline"].groupby("method"):
-        diff = (group.set_index("train.seed")["pre"] - base).dropna().to_numpy()
-        gains[method] = diff.mean()
-        if not method.startswith("MI"):
-            sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
-            reach &= bool(diff.mean() >= -2 * sd)
-        parts.append(f"{method}: Δ{target} pre {_mean_sd(diff)}")
-    structural = [g for m, g in gains.items() if not m.startswith("MI")]
-    mi = [g for m, g in gains.items() if m.startswith("MI")]
-    at_least = bool(structural and mi and np.mean(structural) >= np.mean(mi))
-    evidence = "; ".join(parts)
-    if structural and mi:
-        evidence += f"; structural mean {np.mean(structural):+.3f} vs MI mean {np.mean(mi):+.3f}"
-    return Trend("T11", reach and at_least, evidence)
-
-
-def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Trend:
-    """T12: on the standard linear probe, encoder (pre) features beat projector (post) features:
-    the mean gap is positive for every head other than `none`."""
-    wide = _paired(probes, target)
-    wide = wide[wide[HEAD] != "none"]
-    by_head = wide.groupby(HEAD)["gap"].mean()
-    holds = bool(len(by_head) and (by_head > 0).all())
-    return Trend("T12", holds, ", ".join(f"{h}: {g:+.3f}" for h, g in by_head.items()))
-
-
-def _synthetic(
-    trials: pd.DataFrame,
-    drop: list[float] | None = None,
-    phi: list[float] | None = None,
-    wd: float | None = None,
-) -> pd.DataFrame:
-    """Finished synthetic trials at one setting (lists are stored as JSON text)."""
-    frame = trials[trials["status"] == "finished"]
-    for column, value in (("feature_drop", drop), ("phi", phi)):
-        if value is not None:
-            frame = frame[frame[column].map(json.loads).map(lambda v, w=value: v == w)]
-    if wd is not None:
-        frame = frame[frame["weight_decay"] == wd]
+    frame["pre"] = frame[f"probe/{target}/pre"]
+    frame["seed"] = frame["train.seed"]
     return frame
 
 
-def _weights(frame: pd.DataFrame, layer: str, norm: bool = False) -> np.ndarray:
-    """(trials, features) weights of one layer."""
-    key = f"synthetic/{layer}_weight{'_norm' if norm else ''}/"
-    columns = sorted(
-        (c for c in frame.columns if c.startswith(key)), key=lambda c: int(c.rsplit("/", 1)[1])
-    )
-    return frame[columns].to_numpy(dtype=float)
-
-
-def t1_t2_square_root_law(trials: pd.DataFrame, phi: list[float]) -> list[Trend]:
-    """T1: with no drop and no weight decay, the log-log slope of pre against post weight is
-    0.5 ± 0.05 in every seed and W1W1ᵀ ≈ W2ᵀW2 (balancedness < 0.1). T2: the max/min spread
-    of the feature weights is larger post than pre in every seed."""
-    base = _synthetic(trials, [0.0] * len(phi), phi, 0.0)
-    slopes = base["synthetic/slope"].to_numpy()
-    balance = base["synthetic/balancedness"].to_numpy()
-    t1 = bool(len(slopes) and (np.abs(slopes - 0.5) <= 0.05).all() and (balance < 0.1).all())
-    pre, post = _weights(base, "pre"), _weights(base, "post")
-    spread_pre, spread_post = pre.max(1) / pre.min(1), post.max(1) / post.min(1)
-    t2 = bool(len(pre) and (spread_post > spread_pre).all())
-    return [
-        Trend("T1", t1, f"slope {_mean_sd(slopes)}, balancedness max {balance.max():.3f}"),
-        Trend("T2", t2, f"spread pre {_mean_sd(spread_pre)}, post {_mean_sd(spread_post)}"),
+def t10_mi_regulariser(trials: pd.DataFrame, target: str, probes=None) -> Verdict:
+    """T10: every lambda > 0 ends with a lower logged I2 than lambda = 0 (paired interval below
+    0) and its pre accuracy is not worse than the baseline's by more than 3 points."""
+    frame = _by_method(trials, target)
+    base = frame[frame["method"] == "baseline"].set_index("seed")
+    conditions, parts, counts = [], [], [len(base)]
+    for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
+        group = group.set_index("seed")
+        d_mi = _diff(group["train/mi"], base["train/mi"])
+        d_acc = _diff(group["pre"], base["pre"])
+        counts.append(d_mi.n)
+        conditions += [
+            (f"{method} lowers I₂", below(d_mi)),
+            (f"{method} keeps {target} accuracy", not_worse(d_acc)),
+        ]
+        parts.append(f"{method}: ΔI₂ {d_mi.text(1, '')}, Δ{target} pre {d_acc.text()}")
+    guards = [
+        *seeds_guard(counts),
+        *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),
+        *(_calibration_guard(probes) if probes is not None else []),
     ]
+    if not parts:
+        guards.append("no MI regulariser trials")
+    return judge("T10", conditions, "; ".join(parts), guards)
 
 
-def t3_drop_lowers_post_faster(
-    trials: pd.DataFrame, phi: list[float], feature: int, p: float
-) -> Trend:
-    """T3: raising p_j (0 -> p) lowers feature j's normalised post weight by a larger factor
-    than its normalised pre weight, in every seed."""
-    zero = [0.0] * len(phi)
-    raised = [p if k == feature else 0.0 for k in range(len(phi))]
-    before = _synthetic(trials, zero, phi, 0.0).set_index("seed")
-    after = _synthetic(trials, raised, phi, 0.0).set_index("seed")
-    seeds = before.index.intersection(after.index)
-    key = "synthetic/{}_weight_norm/" + str(feature)
-    post = (after.loc[seeds, key.format("post")] / before.loc[seeds, key.format("post")]).values
-    pre = (after.loc[seeds, key.format("pre")] / before.loc[seeds, key.format("pre")]).values
-    holds = bool(len(seeds) and ((post < pre) & (pre < 1)).all())
-    return Trend(
-        "T3",
-        holds,
-        f"feature {feature}, p 0 → {p:g}: normalised post weight × "
-        f"{post.mean():.3f}, pre × {pre.mean():.3f} ({len(seeds)} seeds)",
-    )
-
-
-def t4_weight_decay_removes_weak_feature(
-    trials: pd.DataFrame, phi: list[float], drop: list[float], weak: int
-) -> Trend:
-    """T4: the weak feature (here: the one augmentation drops most, so its alignment M_k/Σ_k
-    is smallest) has, at the largest weight decay, pre and post weights below 1% of the largest
-    feature weight in both layers; and its normalised pre-post gap never grows with weight
-    decay (each step within +0.01)."""
-    frame = _synthetic(trials, drop, phi)
-    rows = []
-    for wd, group in frame.groupby("weight_decay"):
-        pre, post = _weights(group, "pre"), _weights(group, "post")
-        pre_n, post_n = _weights(group, "pre", True), _weights(group, "post", True)
-        rows.append(
-            (
-                wd,
-                (pre[:, weak] / pre.max(1)).mean(),
-                (post[:, weak] / post.max(1)).mean(),
-                (pre_n[:, weak] - post_n[:, weak]).mean(),
-            )
+def t11_structural_bottlenecks(trials: pd.DataFrame, target: str, probes=None) -> Verdict:
+    """T11: the discrete and top-k SAE heads reach the baseline's pre accuracy (not worse by
+    more than 3 points), and their mean gain over the baseline is not below the MI
+    regulariser's mean gain by more than 3 points (paired over seeds)."""
+    frame = _by_method(trials, target)
+    base = frame[frame["method"] == "baseline"].set_index("seed")["pre"]
+    gains: dict[str, pd.Series] = {}
+    for method, group in frame[frame["method"] != "baseline"].groupby("method"):
+        pre = group.set_index("seed")["pre"]
+        seeds = pre.index.intersection(base.index)
+        gains[method] = pre.loc[seeds] - base.loc[seeds]
+    structural = {m: g for m, g in gains.items() if not m.startswith("MI")}
+    mi = {m: g for m, g in gains.items() if m.startswith("MI")}
+    conditions = [
+        (f"{m} reaches the baseline", not_worse(interval(g))) for m, g in structural.items()
+    ]
+    parts = [f"{m}: Δ{target} pre {interval(g).text()}" for m, g in gains.items()]
+    guards = [
+        *seeds_guard([len(base), *(len(g) for g in gains.values())]),
+        *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),
+        *(_calibration_guard(probes) if probes is not None else []),
+    ]
+    if structural and mi:
+        versus = interval(
+            (pd.concat(structural, axis=1).mean(axis=1) - pd.concat(mi, axis=1).mean(axis=1))
+            .dropna()
+            .to_numpy()
         )
-    gaps = [r[3] for r in rows]
-    holds = bool(
-        rows
-        and rows[-1][1] < 0.01
-        and rows[-1][2] < 0.01
-        and all(b <= a + 0.01 for a, b in itertools.pairwise(gaps))
-    )
-    text = "; ".join(f"wd={wd:g}: pre {a:.3f}, post {b:.3f}, gap {g:+.3f}" for wd, a, b, g in rows)
-    return Trend("T4", holds, f"feature {weak} relative to the largest weight: {text}")
+        conditions.append(("structural gain at least the MI term's", not_worse(versus)))
+        parts.append(f"structural - MI mean gain {versus.text()}")
+    else:
+        guards.append("needs both structural and MI variants")
+    return judge("T11", conditions, "; ".join(parts), guards)
 
 
-def t5_sign_flip(probes: pd.DataFrame, feature: int = 0) -> Trend:
-    """T5: with the sign-flip augmentation on feature j, its probe is well above chance pre
-    (mean accuracy > 0.75) and near chance post (|mean - 0.5| < 0.05)."""
-    wide = _paired(probes, f"feature{feature}")
-    flipped = wide[wide["sign_flip"].map(json.loads).map(lambda v: feature in v)]
-    pre, post = flipped["pre"].mean(), flipped["post"].mean()
-    holds = bool(len(flipped) and pre > 0.75 and abs(post - 0.5) < 0.05)
-    return Trend(
-        "T5",
-        holds,
-        f"feature {feature} flipped: pre {pre:.3f}, post {post:.3f} "
-        f"over {len(flipped)} seeds (chance 0.5)",
-    )
+def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Verdict:
+    """T12: encoder (pre) features beat projector (post) features on the standard probe: the
+    gap's interval lies above 0 for every head other than `none`."""
+    wide = _trained(_paired(probes, target))
+    wide = wide[wide[HEAD] != "none"]
+    heads = sorted(set(wide[HEAD]))
+    ivs = {h: interval(_by_seed(wide[wide[HEAD] == h], "gap").to_numpy()) for h in heads}
+    guards = [
+        *seeds_guard(iv.n for iv in ivs.values()),
+        *ceiling_guard(wide.groupby(HEAD)[["pre", "post"]].mean(), ["pre", "post"], target),
+        *_calibration_guard(probes),
+    ]
+    if not heads:
+        guards.append("no head other than none")
+    conditions = [(f"{h}: pre > post", above(iv)) for h, iv in ivs.items()]
+    evidence = f"{target} gap " + ", ".join(f"{h}: {iv.text()}" for h, iv in ivs.items())
+    return judge("T12", conditions, evidence, guards)
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- per experiment
 
 
 def _varies(frame: pd.DataFrame, column: str) -> bool:
     return column in frame and frame[column].nunique() > 1
 
 
-def _digits(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Trend]:
-    if _varies(probes, "aug.p_drop"):
+def _digits(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Verdict]:
+    if _varies(probes, P_DROP):
         return [t6_gap_grows_with_drop_rate(probes)]
-    if _varies(probes, "optim.weight_decay"):
+    if _varies(probes, WEIGHT_DECAY):
         return [t7_gap_shrinks_with_weight_decay(probes)]
-    return []  # the strength profile: reported as a table, no trend in SCIENCE.md
+    return []  # the strength profile: reported as a table, no trend in §6
 
 
-def _bottleneck(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Trend]:
-    target = _main_target(probes)
+def main_target(probes: pd.DataFrame) -> str:
+    targets = set(probes["target"])
+    if "digit" in targets:
+        return "digit"
+    return "object" if "object" in targets else sorted(targets)[0]
+
+
+def _bottleneck(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Verdict]:
+    target = main_target(probes)
     return [
-        t10_mi_regulariser(trials, target),
-        t11_structural_bottlenecks(trials, target),
+        t10_mi_regulariser(trials, target, probes),
+        t11_structural_bottlenecks(trials, target, probes),
         t12_encoder_beats_projector(probes, target),
     ]
 
 
 # Which checks apply to which experiment (the spec name a sweep ran).
 CHECKS = {
-    "xue_synthetic_linear": lambda probes, trials: [
-        *t1_t2_square_root_law(trials, PHI),
-        t3_drop_lowers_post_faster(trials, PHI, 2, 0.9),
-        t4_weight_decay_removes_weak_feature(trials, PHI, [0.0, 0.0, 0.9, 0.0, 0.0], 2),
-    ],
-    "xue_synthetic_relu": lambda probes, trials: [t5_sign_flip(probes)],
+    **SYNTHETIC_CHECKS,
+    "quickstart": lambda probes, trials: [t6_gap_grows_with_drop_rate(probes)],
     "xue_digits": _digits,
     "xue_reweight": lambda probes, trials: [t8_reweighting(probes)],
     "xue_coarse_fine": lambda probes, trials: [
@@ -362,52 +364,7 @@ CHECKS = {
 }
 
 
-def _main_target(probes: pd.DataFrame) -> str:
-    targets = set(probes["target"])
-    return (
-        "object"
-        if "object" in targets and "digit" not in targets
-        else ("digit" if "digit" in targets else sorted(targets)[0])
-    )
-
-
-def check_sweep(name: str, loc) -> tuple[str, list[Trend]]:
-    """The experiment a stored sweep ran and the trend checks that apply to it."""
-    from analysis.report import analyze_sweep
-
-    tracker = loc.tracker()
-    parent = tracker.find_sweep(name)
-    experiment = tracker.client.get_experiment(parent.info.experiment_id).name
-    analyze_sweep(name, loc)
-    tables = loc.tables(name)
-    probes = pd.read_parquet(tables / "probes.parquet")
-    trials = pd.read_parquet(tables / "trials.parquet")
+def check(experiment: str, probes: pd.DataFrame, trials: pd.DataFrame) -> list[Verdict]:
+    """The verdicts of every check that applies to a sweep of `experiment`."""
     checks = CHECKS.get(experiment)
-    return experiment, (checks(probes, trials) if checks and not probes.empty else [])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m analysis.trends [--root runs] SWEEP...`: print each sweep's gap table and
-    the trend checks that apply to it (the numbers REPRODUCTION.md quotes)."""
-    import argparse
-
-    from analysis.report import analyze_sweep
-    from sweeps.driver import Locations
-
-    parser = argparse.ArgumentParser(prog="python -m analysis.trends")
-    parser.add_argument("sweeps", nargs="+")
-    parser.add_argument("--root", default="runs")
-    args = parser.parse_args(argv)
-    loc = Locations.make(args.root)
-    for name in args.sweeps:
-        experiment, results = check_sweep(name, loc)
-        print(f"## {name} ({experiment})\n")
-        print(analyze_sweep(name, loc, log_to_mlflow=False).markdown())
-        for result in results:
-            print(f"- {result.line()}")
-        print()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return checks(probes, trials) if checks and not probes.empty else []

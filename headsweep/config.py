@@ -216,13 +216,33 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         return _as_plain(dataclasses.asdict(self))
 
+    def warnings(self) -> list[str]:
+        """Settings that run but may not measure what the experiment means."""
+        from headsweep.data import targets_of
+
+        out = []
+        if "digit" in targets_of(self.data) and self.data.strength > 0:
+            for i, view in enumerate(self.aug.views, 1):
+                if view.resized_crop:
+                    out.append(
+                        f"aug.view{i}.crop_min_scale={view.crop_min_scale:g}: a resized crop on "
+                        f"digit-composed data ({self.data.name}) can cut or move the digit; "
+                        "[X]'s recipe (sas_digits) uses none"
+                    )
+        return out
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values: what MLflow params and Parquet columns carry."""
         return flatten(self.to_dict())
 
     def replace(self, overrides: Mapping[str, Any]) -> TrialConfig:
-        """A copy with dotted-key overrides applied, validated again."""
-        return TrialConfig.from_dict(merge(self.to_dict(), unflatten(overrides)))
+        """A copy with dotted-key overrides applied, validated again. A new `aug.recipe` brings
+        its own views and forward mode (view keys given in the same overrides still win)."""
+        base = self.to_dict()
+        if "aug.recipe" in overrides:
+            base["aug"] = {k: v for k, v in base["aug"].items() if k not in ("view1", "view2")}
+            base["train"]["forward"] = "auto"
+        return TrialConfig.from_dict(merge(base, unflatten(overrides)))
 
 
 # --------------------------------------------------------------------------- dict plumbing

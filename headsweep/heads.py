@@ -124,12 +124,25 @@ def discrete_head(d: int, cfg: HeadConfig) -> Head:
     return Head([*mlp_stages(d, cfg, last="mlp"), ("post", FSQ(cfg.levels))], cfg.out)
 
 
+def sae_size(width: int, cfg: HeadConfig) -> tuple[int, int]:
+    """(k, latents) of a top-k SAE on `width`-dimensional inputs."""
+    k, latents = round(cfg.k_per_dim * width), round(cfg.latents_per_dim * width)
+    if k < 1:
+        raise ValueError(
+            f"model.head.k_per_dim: {cfg.k_per_dim:g} x input width {width} gives k = {k}; "
+            f"need k >= 1 (k_per_dim >= {1 / width:.3g})"
+        )
+    return k, max(latents, k)
+
+
 class TopKSAEHead(Head):
     """[O]'s top-k sparse autoencoder head, used without reconstruction or L1 loss:
     u = z - b_pre; a = ReLU(W_enc u + b_enc), keep the top k of a per sample (the kept entries
     carry the gradient); out = W_dec a + b_dec + b_pre. Acts on h directly (SimCLR) or after a
     Linear-BN-ReLU prelude (Barlow). Taps: pre, [prelude], ``latents`` (the sparse code), post.
-    [O] uses 100k latents with k = 1000; smaller widths keep the k/latents ratio."""
+    Sized relative to the SAE's input width w (d, or the prelude's width): k = k_per_dim * w,
+    latents = latents_per_dim * w. [O]'s SimCLR config has k = 1000 and 100k latents on
+    w = 512; k/w is the axis that keeps the bottleneck comparable across widths (§8)."""
 
     def __init__(self, d: int, cfg: HeadConfig) -> None:
         stages: list[tuple[str, nn.Module]] = []
@@ -145,10 +158,10 @@ class TopKSAEHead(Head):
             )
             width = cfg.hidden
         super().__init__(stages, width)
-        self.k = cfg.k
+        self.k, self.latents = sae_size(width, cfg)
         self.pre_bias = nn.Parameter(torch.zeros(width))
-        self.encoder = nn.Linear(width, cfg.latents)
-        self.decoder = nn.Linear(cfg.latents, width)
+        self.encoder = nn.Linear(width, self.latents)
+        self.decoder = nn.Linear(self.latents, width)
 
     def forward(self, h: Tensor) -> Taps:
         taps = super().forward(h)

@@ -19,3 +19,8 @@ def probe(target: str, tap: str) -> str:
 def online(target: str, tap: str) -> str:
     """Per-epoch ridge probe on a fixed subset (cheap; what schedulers and searchers watch)."""
     return f"online/{target}/{tap}"
+
+
+def linear_eval(target: str, tap: str) -> str:
+    """[O]'s linear evaluation: a linear classifier trained on augmented frozen features."""
+    return f"linear/{target}/{tap}"

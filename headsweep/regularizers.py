@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from headsweep.losses import nt_xent
-
 
 def gram(x: Tensor) -> Tensor:
     """(n, d) -> (n, n) Gram matrix of the L2-normalised rows (unit diagonal).
@@ -51,15 +49,17 @@ def matrix_mutual_information(a: Tensor, b: Tensor, alpha: float = 2) -> Tensor:
 
 @torch.no_grad()
 def bottleneck_metrics(
-    h1: Tensor, h2: Tensor, z1: Tensor, z2: Tensor, temperature: float
+    h1: Tensor, h2: Tensor, z1: Tensor, z2: Tensor, encoder_loss: Tensor
 ) -> dict[str, Tensor]:
     """[O]'s logged quantities for one batch: I₂ between encoder and head features, the proxy
-    lower bound -InfoNCE(Ẑ1) - I₂ and upper bound H₂(K1) - I₂. h*: encoder, z*: head, (N, d).
+    lower bound -L(h1, h2) - I₂ and upper bound H₂(K1) - I₂, where L is the method's own loss
+    evaluated on the encoder features (InfoNCE for SimCLR, the Barlow loss for Barlow Twins;
+    docs/science.md §8), passed in as `encoder_loss`. h*: encoder, z*: head, (N, d).
     Scalar tensors, left on the device so a training loop syncs once per epoch."""
     h, z = torch.cat([h1, h2]), torch.cat([z1, z2])
     i2 = matrix_mutual_information(h, z)
     return {
         "mi": i2,
-        "mi_lower": -nt_xent(h1, h2, temperature) - i2,
+        "mi_lower": -encoder_loss.float() - i2,
         "mi_upper": renyi_entropy(gram(h)) - i2,
     }

@@ -27,7 +27,7 @@ from headsweep.backbones import build_backbone
 from headsweep.config import TrialConfig
 from headsweep.data import Dataset, Split, load_dataset
 from headsweep.heads import build_head
-from headsweep.losses import LOSSES
+from headsweep.losses import LOSSES, nt_xent
 from headsweep.optim import build_optimizer, build_scheduler
 from headsweep.probes import extract, fit_probes, frozen, ridge_accuracy
 from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
@@ -152,6 +152,9 @@ class _Trial:
         self.state = TrainState(self.model, optimizer, scheduler, generator)
         online_n = cfg.probe.online_n
         self.online = (data.train.head(online_n), data.test.head(online_n)) if online_n else None
+        # The loss of a classifier on head outputs has no meaning on encoder features: its
+        # lower-bound proxy falls back to InfoNCE.
+        self.bound_loss = cfg.loss.name != "cross_entropy"
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -159,6 +162,15 @@ class _Trial:
     def encode(self, x: Tensor) -> dict[str, Tensor]:
         with self.autocast:
             return self.model(self._input(x))
+
+    def encode_views(self, v1: Tensor, v2: Tensor) -> dict[str, Tensor]:
+        """Taps of both views stacked (2B rows). joint: one pass, so BatchNorm normalises both
+        views with shared batch statistics; per_view: one pass per view, each with its own
+        statistics, as solo-learn (and so [O]) forwards them."""
+        if self.cfg.train.forward == "joint":
+            return self.encode(torch.cat([v1, v2]))
+        t1, t2 = self.encode(v1), self.encode(v2)
+        return {name: torch.cat([t1[name], t2[name]]) for name in t1}
 
     def train_epoch(self) -> dict[str, float]:
         cfg, state, model = self.cfg, self.state, self.model
@@ -172,7 +184,7 @@ class _Trial:
                 order[step * self.batch_size : (step + 1) * self.batch_size]
             )
             v1, v2 = two_views(batch, cfg.aug, cfg.data, state.generator)
-            taps = self.encode(torch.cat([v1, v2]))  # one pass: both views share BN statistics
+            taps = self.encode_views(v1, v2)
             h, z = taps["pre"].float(), taps["post"].float()
             out = z if model.classifier is None else model.classifier(z).float()
             labels = batch.labels[cfg.loss.target] if cfg.loss.target else None
@@ -186,9 +198,15 @@ class _Trial:
             total.backward()
             state.optimizer.step()
             state.scheduler.step()
-            mi = bottleneck_metrics(
-                *h.detach().chunk(2), *z.detach().chunk(2), cfg.loss.temperature
-            )
+            with torch.no_grad():
+                h1, h2 = h.detach().chunk(2)
+                # [O]'s lower-bound proxy uses the method's own loss on encoder features.
+                own = (
+                    objective(h1, h2, labels, cfg.loss)
+                    if self.bound_loss
+                    else nt_xent(h1, h2, cfg.loss.temperature)
+                )
+                mi = bottleneck_metrics(h1, h2, *z.detach().chunk(2), own)
             sums += torch.stack(
                 [loss.detach(), total.detach(), mi["mi"], mi["mi_lower"], mi["mi_upper"]]
             )

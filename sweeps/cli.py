@@ -32,11 +32,14 @@ def _locations(args: argparse.Namespace) -> Any:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from sweeps.spec import load_spec, parse_overrides
+    from sweeps.spec import config_warnings, load_spec, parse_overrides
 
-    return load_spec(
+    spec = load_spec(
         args.spec, parse_overrides(args.set or []), smoke=args.smoke, profiles=args.profile or []
     )
+    for text in config_warnings(spec):
+        print(f"warning: {text}", file=sys.stderr)
+    return spec
 
 
 # --------------------------------------------------------------------------- commands
@@ -46,7 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args)
     name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:
-        _print_plan(spec, name)
+        from sweeps.plan import print_plan
+
+        print_plan(spec, name)
         return EXIT_OK
     from sweeps import driver
 
@@ -100,30 +105,6 @@ def _print_mlflow_hint(loc: Any, run_id: str) -> None:
         print(f"MLflow: {loc.tracking_uri} (parent run {run_id})")
     else:
         print(f"MLflow: `headsweep ui --root {loc.root}` then open the parent run {run_id}")
-
-
-def _print_plan(spec: Any, name: str) -> None:
-    from headsweep.config import flatten
-
-    res = spec.resources
-    print(
-        f"sweep {name}: {spec.num_trials()} trials of {spec.trainable}, search "
-        f"{spec.search.algorithm}, scheduler {spec.scheduler.name}"
-    )
-    print(
-        f"resources per trial: cpu={res.cpu:g} gpu={res.gpu:g}"
-        + "".join(f" {k}={v:g}" for k, v in res.custom)
-    )
-    for axis in spec.space:
-        print(f"  {axis.key}: {axis.describe()}")
-    if spec.search.algorithm != "grid":
-        print(f"{spec.search.num_samples} sampled trials (search.seed={spec.search.seed})")
-        return
-    for i, point in enumerate(spec.points()):
-        flat = flatten({k: v for k, v in point.items()})
-        text = " ".join(f"{k}={json.dumps(v)}" for k, v in flat.items())
-        print(f"  {i:4d}  {text}")
-    print("(dry run: nothing started)")
 
 
 def cmd_trial(args: argparse.Namespace) -> int:

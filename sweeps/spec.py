@@ -396,6 +396,16 @@ def _axis(key: str, raw: Any) -> Axis:
 # --------------------------------------------------------------------------- checks
 
 
+def config_warnings(spec: SweepSpec) -> list[str]:
+    """Distinct warnings of the base config and every grid point (see TrialConfig.warnings)."""
+    found: dict[str, None] = {}
+    for point in itertools.islice(itertools.chain([{}], spec.points()), 2000):
+        config = TRAINABLES[spec.trainable].validate(spec.trial_config(point))
+        for text in getattr(config, "warnings", list)():
+            found[text] = None
+    return list(found)
+
+
 def _check_config(spec: SweepSpec, point: Mapping[str, Any], origin: str) -> Any:
     try:
         return TRAINABLES[spec.trainable].validate(spec.trial_config(point))

@@ -14,7 +14,7 @@ def head(name: str, **kw) -> torch.nn.Module:
 def test_every_head_exposes_pre_and_post_taps(name):
     torch.manual_seed(0)
     h = torch.randn(16, 32, requires_grad=True)
-    g = head(name, hidden=24, out=12, latents=64, k=5)
+    g = head(name, hidden=24, out=12, latents_per_dim=2, k_per_dim=5 / 32)
     taps = g(h)
     assert next(iter(taps)) == "pre" and list(taps)[-1] == "post"
     assert torch.equal(taps["pre"], h)
@@ -85,7 +85,7 @@ def test_fsq_outputs_only_l_levels_with_straight_through_gradient(levels):
 
 def test_topk_sae_keeps_exactly_k_active_latents_and_kept_ones_carry_gradient():
     torch.manual_seed(0)
-    g = head("topk_sae", latents=64, k=5)
+    g = head("topk_sae", latents_per_dim=2, k_per_dim=5 / 32)  # d = 32: 64 latents, k = 5
     h = torch.randn(32, 32)
     taps = g(h)
     active = (taps["latents"] != 0).sum(1)
@@ -93,7 +93,7 @@ def test_topk_sae_keeps_exactly_k_active_latents_and_kept_ones_carry_gradient():
     assert taps["post"].shape == (32, 32)  # decodes back to the input width
     taps["post"].sum().backward()
     assert g.encoder.weight.grad.abs().sum() > 0
-    assert set(head("topk_sae", latents=64, k=5, sae_prelude=True, hidden=16)(h)) == {
+    assert set(head("topk_sae", k_per_dim=0.25, sae_prelude=True, hidden=16)(h)) == {
         "pre",
         "prelude",
         "latents",
@@ -105,3 +105,24 @@ def test_linear_and_none_heads():
     h = torch.randn(4, 32)
     assert torch.equal(head("none")(h)["post"], h)
     assert head("linear", out=7)(h)["post"].shape == (4, 7)
+
+
+def test_topk_sae_is_sized_by_k_over_input_width():
+    # [O]'s SimCLR SAE: k = 1000 of 100k latents on d = 512, i.e. k/d = 1.953125.
+    cfg = TrialConfig.from_dict(
+        {"model": {"head": {"name": "topk_sae", "k_per_dim": 1000 / 512, "latents_per_dim": 4}}}
+    ).model.head
+    g = build_head(512, cfg)
+    assert (g.k, g.latents) == (1000, 2048)
+    # the prelude's width is the SAE's input width (Barlow variant)
+    wide = TrialConfig.from_dict(
+        {
+            "model": {
+                "head": {"name": "topk_sae", "k_per_dim": 0.5, "sae_prelude": True, "hidden": 64}
+            }
+        }
+    ).model.head
+    assert build_head(512, wide).k == 32
+    tiny = TrialConfig.from_dict({"model": {"head": {"name": "topk_sae", "k_per_dim": 0.01}}})
+    with pytest.raises(ValueError, match="model.head.k_per_dim"):
+        build_head(32, tiny.model.head)

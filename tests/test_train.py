@@ -86,7 +86,7 @@ def test_nan_loss_fails_with_a_clear_error():
         {"loss": {"name": "cross_entropy", "target": "coarse"}, "optim": {"name": "sgd"}},
         {"loss": {"name": "barlow"}, "optim": {"name": "lars", "lr": 0.3, "warmup_epochs": 1}},
         {"loss": {"mi_lambda": 0.5}, "model": {"head": {"name": "discrete", "levels": 4}}},
-        {"model": {"head": {"name": "topk_sae", "latents": 64, "k": 4}}},
+        {"model": {"head": {"name": "topk_sae", "latents_per_dim": 2, "k_per_dim": 0.125}}},
         {"optim": {"name": "adamw", "weight_decay": 0.05}},
         {"model": {"head": {"name": "fixed_reweight", "kappa": 1.2}}, "aug": {"p_drop": 0.5}},
     ],
@@ -164,3 +164,39 @@ def test_adamw_decay_is_decoupled_from_adams_step_normalisation():
 
     assert shrink("adamw") == pytest.approx((1 - 0.1 * 0.5) ** 10, rel=1e-5)
     assert shrink("adam") < 0  # the normalised L2 step (~lr) overshoots a tiny weight
+
+
+def test_per_view_forward_gives_each_view_its_own_batchnorm_statistics():
+    cfg = TrialConfig.from_dict(tiny(train={"forward": "per_view"}))
+    trial = _Trial(cfg, load_dataset(cfg.data), torch.device("cpu"))
+    trial.model.train()
+    torch.manual_seed(1)
+    v1, v2 = torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32) * 2 + 1
+    with torch.no_grad():
+        stacked = trial.encode_views(v1, v2)
+        one, two = trial.model(v1), trial.model(v2)
+        joint = trial.model(torch.cat([v1, v2]))
+    for tap in ("pre", "layer1", "post"):
+        torch.testing.assert_close(stacked[tap], torch.cat([one[tap], two[tap]]))
+    # a joint pass normalises both views with shared statistics: different outputs
+    assert not torch.allclose(stacked["post"], joint["post"], atol=1e-3)
+    joint_cfg = TrialConfig.from_dict(tiny(train={"forward": "joint"}))
+    joint_trial = _Trial(joint_cfg, load_dataset(joint_cfg.data), torch.device("cpu"))
+    joint_trial.model.load_state_dict(trial.model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(joint_trial.encode_views(v1, v2)["post"], joint["post"])
+
+
+def test_lower_bound_proxy_uses_the_methods_own_loss():
+    from headsweep.losses import LOSSES
+    from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
+
+    torch.manual_seed(0)
+    h1, h2, z1, z2 = (torch.randn(32, 16) for _ in range(4))
+    cfg = TrialConfig.from_dict({"loss": {"name": "barlow"}}).loss
+    own = LOSSES["barlow"](h1, h2, None, cfg)
+    out = bottleneck_metrics(h1, h2, z1, z2, own)
+    i2 = matrix_mutual_information(torch.cat([h1, h2]), torch.cat([z1, z2]))
+    torch.testing.assert_close(out["mi_lower"], -own - i2)
+    result = pretrain(tiny(loss={"name": "barlow"}, train={"epochs": 1}))
+    assert math.isfinite(result.history[-1][M.MI_LOWER])
