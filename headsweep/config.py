@@ -471,11 +471,12 @@ def _validate(cfg: TrialConfig) -> None:
     _check("optim.momentum", 0 <= o.momentum < 1, "in [0, 1)", o.momentum)
     _check(
         "optim.warmup_epochs",
-        0 <= o.warmup_epochs <= t.epochs,
+        0 <= o.warmup_epochs <= max(t.epochs, o.warmup_epochs if t.epochs == 0 else 0),
         f"in [0, train.epochs={t.epochs}]",
         o.warmup_epochs,
     )
-    _check("train.epochs", t.epochs >= 1, ">= 1", t.epochs)
+    # 0 epochs: the untrained-encoder control (probes of the initial weights, §9).
+    _check("train.epochs", t.epochs >= 0, ">= 0 (0 = untrained control)", t.epochs)
     _check("train.batch_size", t.batch_size >= 2, ">= 2", t.batch_size)
     _check("train.threads", t.threads >= 0, ">= 0", t.threads)
     _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))

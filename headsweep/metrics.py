@@ -9,6 +9,7 @@ MI_UPPER = "train/mi_upper"  # H_2(K_encoder) - I_2 [O]
 LR = "train/lr"
 THROUGHPUT = "train/images_per_s"  # views per second through forward + backward
 EPOCH_TIME = "train/epoch_s"
+STEPS = "train/steps"  # optimiser steps so far: budgets compare in steps, not epochs (§9)
 
 
 def probe(target: str, tap: str) -> str:

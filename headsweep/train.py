@@ -227,6 +227,7 @@ class _Trial:
             M.LR: state.scheduler.get_last_lr()[0],
             M.THROUGHPUT: 2 * self.steps_per_epoch * self.batch_size / seconds,
             M.EPOCH_TIME: seconds,
+            M.STEPS: (state.epoch + 1) * self.steps_per_epoch,
         }
 
     def features(self, split: Split) -> dict[str, Tensor]:

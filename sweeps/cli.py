@@ -107,6 +107,12 @@ def _print_mlflow_hint(loc: Any, run_id: str) -> None:
         print(f"MLflow: `headsweep ui --root {loc.root}` then open the parent run {run_id}")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sweeps.calibrate import cmd_calibrate as calibrate
+
+    return calibrate(_load(args), args.seeds)
+
+
 def cmd_trial(args: argparse.Namespace) -> int:
     spec = _load(args)
     point = next(iter(spec.points()), {})
@@ -339,6 +345,14 @@ def parser() -> argparse.ArgumentParser:
     where(p)
     p = add("trial", cmd_trial, "run one trial of a spec in-process, without Ray (debugging)")
     spec_args(p)
+    p = add(
+        "calibrate",
+        cmd_calibrate,
+        "train a spec's control (no head, p_drop 0) in-process and check that the instrument "
+        "can show its trends (exit 1 if not)",
+    )
+    spec_args(p)
+    p.add_argument("--seeds", type=int, default=1, help="control seeds to train (default: 1)")
     p = add(
         "analyze",
         cmd_analyze,

@@ -17,7 +17,7 @@ def test_defaults_round_trip():
         ({"model": {"head": {"kapa": 1.0}}}, "model.head.kapa"),
         ({"model": {"head": {"name": "transformer"}}}, "model.head.name"),
         ({"train": {"epochs": "ten"}}, "train.epochs"),
-        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"epochs": -1}}, "train.epochs"),
         ({"aug": {"p_drop": 1.5}}, "aug.p_drop"),
         ({"data": {"name": "imagenet"}}, "data.name"),
         ({"optim": {"name": "rmsprop"}}, "optim.name"),

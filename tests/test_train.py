@@ -200,3 +200,10 @@ def test_lower_bound_proxy_uses_the_methods_own_loss():
     torch.testing.assert_close(out["mi_lower"], -own - i2)
     result = pretrain(tiny(loss={"name": "barlow"}, train={"epochs": 1}))
     assert math.isfinite(result.history[-1][M.MI_LOWER])
+
+
+def test_zero_epochs_probes_the_untrained_encoder_and_steps_are_recorded():
+    cold = pretrain(tiny(train={"epochs": 0}))
+    assert cold.history == [] and {r["tap"] for r in cold.probes} == {"pre", "layer1", "post"}
+    warm = pretrain(tiny(train={"epochs": 1}))
+    assert warm.history[-1][M.STEPS] == 256 // 64
