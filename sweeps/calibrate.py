@@ -47,9 +47,7 @@ def run_calibration(spec: SweepSpec, seeds: int = 1, echo=print) -> Calibration:
         start = time.perf_counter()
 
         def progress(epoch: int, metrics: dict[str, float], state: Any, seed: int = seed) -> None:
-            echo(
-                f"  seed {seed}: epoch {epoch}/{cfg.train.epochs} loss {metrics['train/loss']:.4f}"
-            )
+            echo(f"  seed {seed}: epoch {epoch} loss {metrics['train/loss']:.4f}")
 
         result = pretrain(cfg, on_epoch=progress)
         echo(f"  seed {seed}: {time.perf_counter() - start:.0f} s")
