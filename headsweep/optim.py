@@ -1,69 +1,131 @@
-"""Optimisers and the learning-rate schedule: Adam, AdamW, SGD, LARS; linear warmup then cosine."""
+"""Optimisers and the learning-rate schedule: Adam, AdamW, SGD, LARS; linear warmup then cosine.
+
+`OPTIMIZERS` maps `optim.name` to a builder; `build_optimizer` looks the name up there.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from headsweep.config import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as used by solo-learn
-    and so by [O]. Biases and normalisation parameters (ndim <= 1) get neither weight decay nor
-    the trust ratio, the usual exclusion."""
+    """SGD with momentum and a layer-wise trust ratio (You et al. 2017), with solo-learn's
+    semantics (solo/utils/lars.py), the optimiser of [O] (SCIENCE.md §8). Per parameter p with
+    gradient g, weight decay wd and the group's current lr:
+
+        if (p.ndim != 1 or not exclude_bias_n_norm) and ||p|| != 0 and ||g|| != 0:
+            lars_lr = eta ||p|| / (||g|| + wd ||p|| + eps)
+            if clip_lr: lars_lr = min(lars_lr / lr, 1)
+            d = lars_lr (g + wd p)
+        else:
+            d = g                      # excluded 1-D parameters: no scaling and no decay
+        buf = d (first step), else buf = momentum buf + d
+        p <- p - lr buf
+
+    The branch is taken with `torch.where` on the norms, so a step never syncs with the host.
+    """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02
+        self,
+        params: Iterable[nn.Parameter] | Iterable[dict],
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.02,
+        eps: float = 1e-8,
+        clip_lr: bool = True,
+        exclude_bias_n_norm: bool = True,
     ) -> None:
-        super().__init__(
-            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta}
-        )
+        if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
+            raise ValueError(
+                f"LARS: need lr >= 0, momentum >= 0, weight_decay >= 0, eta > 0; got lr={lr}, "
+                f"momentum={momentum}, weight_decay={weight_decay}, eta={eta}"
+            )
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "eps": eps,
+            "clip_lr": clip_lr,
+            "exclude_bias_n_norm": exclude_bias_n_norm,
+        }
+        super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        loss = closure() if closure is not None else None
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
+            lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
-                if p.ndim > 1:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                    p_norm, g_norm = torch.linalg.norm(p), torch.linalg.norm(grad)
-                    trust = torch.where(
-                        (p_norm > 0) & (g_norm > 0),
-                        group["eta"] * p_norm / g_norm,
-                        torch.ones_like(p_norm),
-                    )
-                    grad = grad * trust
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = grad.clone()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                g = p.grad
+                d = g
+                if p.ndim != 1 or not group["exclude_bias_n_norm"]:
+                    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                    lars_lr = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+                    if group["clip_lr"]:
+                        # lr = 0 gives inf, clipped to 1: the step is 0 either way.
+                        lars_lr = (lars_lr / lr).clamp(max=1.0)
+                    scaled = (p_norm != 0) & (g_norm != 0)
+                    scale = torch.where(scaled, lars_lr, torch.ones_like(lars_lr))
+                    decay = torch.where(scaled, wd, 0.0)
+                    d = (g + decay * p) * scale
+                if momentum != 0:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = d.detach().clone()
+                    else:
+                        state["momentum_buffer"].mul_(momentum).add_(d)
+                    d = state["momentum_buffer"]
+                p.add_(d, alpha=-lr)
         return loss
+
+
+OptimizerBuilder = Callable[[OptimConfig, list[nn.Parameter], float], torch.optim.Optimizer]
+
+OPTIMIZERS: dict[str, OptimizerBuilder] = {
+    # L2 added to the gradient (coupled), as SAS's reference code does
+    "adam": lambda c, params, lr: torch.optim.Adam(params, lr=lr, weight_decay=c.weight_decay),
+    # decoupled decay: not rescaled away by Adam's per-coordinate steps
+    "adamw": lambda c, params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=c.weight_decay),
+    "sgd": lambda c, params, lr: torch.optim.SGD(
+        params, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay
+    ),
+    "lars": lambda c, params, lr: LARS(
+        params,
+        lr=lr,
+        momentum=c.momentum,
+        weight_decay=c.weight_decay,
+        eta=c.lars_eta,
+        clip_lr=c.lars_clip_lr,
+        exclude_bias_n_norm=c.lars_exclude_bias_n_norm,
+    ),
+}
 
 
 def build_optimizer(
     cfg: OptimConfig, params: list[nn.Parameter], batch_size: int
 ) -> torch.optim.Optimizer:
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(
+            f"optim.name: unknown optimizer {cfg.name!r} (allowed: {', '.join(OPTIMIZERS)})"
+        )
     lr = cfg.lr * batch_size / 256 if cfg.scale_lr_by_batch else cfg.lr
-    if cfg.name == "adam":  # L2 added to the gradient (coupled), as SAS's reference code does
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":  # decoupled decay: not rescaled away by Adam's per-coordinate steps
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return LARS(
-        params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta
-    )
+    return OPTIMIZERS[cfg.name](cfg, params, lr)
 
 
-def warmup_cosine(cfg: OptimConfig, steps_per_epoch: int, epochs: int):
+def warmup_cosine(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
     """Per-step multiplier: linear warmup over `warmup_epochs`, then cosine to 0 (or constant)."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     total = max(1, epochs * steps_per_epoch)

@@ -1,11 +1,20 @@
 """Frozen-feature probes (SCIENCE.md §5): features of every tap extracted once with the model in
 eval mode and no gradient, then one linear probe per tap and target, scored on a held-out split.
 
-Protocols: multinomial logistic regression with an L2 penalty fitted by full-batch L-BFGS (the
-SAS protocol of [X]: 500 steps, penalty 1e-3, no standardisation) and closed-form ridge
-regression on one-hot targets. Both are scale-sensitive on purpose: an unregularised probe cannot
-see the feature reweighting that separates pre from post. The protocol string travels with
-every result, because standardising features removes part of the pre/post effect.
+Protocols (`PROTOCOLS`, keyed by `probe.protocol`):
+
+- `sas`: SAS's `train_clf` ([X]): multinomial logistic regression, objective
+  mean CE + penalty * ||W||^2 (no 1/2, bias unpenalised), full-batch L-BFGS with a strong-Wolfe
+  line search in float32, run until the relative change of the objective falls below
+  `SAS_RTOL` (at most `probe.steps` iterations). SAS itself calls torch's L-BFGS 500 times
+  with its defaults (20 iterations each, no line search) from a random start; the objective is
+  strictly convex, so both reach the same minimiser.
+- `ridge`: closed-form ridge regression on one-hot targets, mean squared error +
+  penalty * ||W||^2.
+
+Both are scale-sensitive on purpose: an unregularised probe cannot see the feature reweighting
+that separates pre from post. The protocol string (`protocol_name`) travels with every result,
+because standardising features removes part of the pre/post effect.
 """
 
 from __future__ import annotations
@@ -19,6 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from headsweep.config import ProbeConfig
+
+# Stop when |f_prev - f| <= SAS_RTOL * max(|f_prev|, |f|); in float32 this is "the objective
+# no longer changes", so the probe is as converged as float32 allows.
+SAS_RTOL = 1e-9
+# Strong-Wolfe line search: at most this many function evaluations per iteration (torch's 25).
+_MAX_LINE_SEARCH = 25
 
 
 @dataclass(frozen=True)
@@ -64,14 +79,6 @@ def extract(
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
-def protocol_name(cfg: ProbeConfig) -> str:
-    extra = f",steps={cfg.steps}" if cfg.protocol == "logistic" else ""
-    return (
-        f"{cfg.protocol}(l2={cfg.penalty:g}{extra},standardize={cfg.standardize},"
-        f"few_shot={cfg.few_shot})"
-    )
-
-
 def few_shot_index(labels: Tensor, per_class: int, generator: torch.Generator) -> Tensor:
     """Indices of `per_class` random examples of each class (fewer if a class is smaller)."""
     order = torch.randperm(labels.shape[0], generator=generator).to(labels.device)
@@ -85,6 +92,9 @@ def few_shot_index(labels: Tensor, per_class: int, generator: torch.Generator) -
 def _standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
     mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
     return (train - mean) / std, (test - mean) / std
+
+
+# --------------------------------------------------------------------------- ridge
 
 
 def ridge_accuracy(
@@ -111,7 +121,86 @@ def ridge_accuracy(
     return ((xt @ w + prior).argmax(1) == y_test).double().mean().item()
 
 
-def logistic_accuracy(
+# --------------------------------------------------------------------------- sas
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    weight: Tensor  # (d, classes)
+    bias: Tensor  # (classes,)
+    objective: float  # mean CE + penalty ||W||^2 at (weight, bias)
+    iterations: int
+    converged: bool  # the relative-change criterion fired before the iteration cap
+
+    def accuracy(self, x: Tensor, y: Tensor) -> float:
+        with torch.no_grad():
+            return ((x.float() @ self.weight + self.bias).argmax(1) == y).double().mean().item()
+
+
+def sas_objective(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, penalty: float) -> Tensor:
+    """SAS's `train_clf` objective: mean cross-entropy + penalty * ||W||^2 (no 1/2)."""
+    return F.cross_entropy(x @ weight + bias, y) + penalty * weight.pow(2).sum()
+
+
+def fit_sas(
+    x: Tensor,
+    y: Tensor,
+    classes: int,
+    penalty: float,
+    max_iter: int,
+    rtol: float = SAS_RTOL,
+) -> LogisticFit:
+    """Minimise `sas_objective` from W = 0, b = 0 by full-batch L-BFGS (strong Wolfe) in
+    float32 until the objective's relative change per iteration is <= rtol, or max_iter.
+
+    torch's L-BFGS is stepped one iteration at a time so the stopping rule is ours; its state
+    (curvature history) carries over between steps. The closure remembers the last point it
+    evaluated, so the value the line search computed at the accepted point is not recomputed."""
+    x = x.float()
+    with torch.enable_grad():
+        weight = torch.zeros(x.shape[1], classes, device=x.device, requires_grad=True)
+        bias = torch.zeros(classes, device=x.device, requires_grad=True)
+        params = [weight, bias]
+        opt = torch.optim.LBFGS(
+            params,
+            lr=1,
+            max_iter=1,
+            max_eval=1 + _MAX_LINE_SEARCH,
+            history_size=100,
+            tolerance_grad=0.0,  # the relative-change rule decides
+            tolerance_change=0.0,
+            line_search_fn="strong_wolfe",
+        )
+        cache: dict[str, object] = {}
+
+        def closure() -> Tensor:
+            point = torch.cat([p.detach().reshape(-1) for p in params])
+            if "point" in cache and torch.equal(point, cache["point"]):  # type: ignore[arg-type]
+                for p, g in zip(params, cache["grads"], strict=True):  # type: ignore[call-overload]
+                    p.grad = g.clone()
+                return cache["loss"]  # type: ignore[return-value]
+            opt.zero_grad()
+            loss = sas_objective(x, y, weight, bias, penalty)
+            loss.backward()
+            cache.update(
+                point=point, loss=loss.detach(), grads=[p.grad.detach().clone() for p in params]
+            )
+            return loss
+
+        previous = current = float(closure().detach())
+        iterations, converged = 0, False
+        while iterations < max_iter:
+            opt.step(closure)
+            iterations += 1
+            current = float(closure().detach())
+            if abs(previous - current) <= rtol * max(abs(previous), abs(current)):
+                converged = True
+                break
+            previous = current
+    return LogisticFit(weight.detach(), bias.detach(), current, iterations, converged)
+
+
+def sas_accuracy(
     x_train: Tensor,
     y_train: Tensor,
     x_test: Tensor,
@@ -120,29 +209,37 @@ def logistic_accuracy(
     penalty: float,
     steps: int,
 ) -> float:
-    """Multinomial logistic regression, loss = mean CE + penalty/2 ||W||^2, full-batch L-BFGS."""
-    with torch.enable_grad():
-        w = torch.zeros(x_train.shape[1], classes, device=x_train.device, requires_grad=True)
-        b = torch.zeros(classes, device=x_train.device, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [w, b],
-            lr=1,
-            max_iter=steps,
-            history_size=20,
-            tolerance_grad=1e-7,
-            tolerance_change=1e-10,
-            line_search_fn="strong_wolfe",
+    """Test accuracy of the `sas` probe (see `fit_sas`)."""
+    return fit_sas(x_train, y_train, classes, penalty, steps).accuracy(x_test, y_test)
+
+
+# --------------------------------------------------------------------------- protocols
+
+ProbeFn = Callable[[Tensor, Tensor, Tensor, Tensor, int, ProbeConfig], float]
+
+PROTOCOLS: dict[str, ProbeFn] = {
+    "sas": lambda x, y, xt, yt, k, c: sas_accuracy(x, y, xt, yt, k, c.penalty, c.steps),
+    "ridge": lambda x, y, xt, yt, k, c: ridge_accuracy(x, y, xt, yt, k, c.penalty),
+}
+
+_SOLVER = {
+    "sas": lambda c: f"lbfgs,max_iter={c.steps},rtol={SAS_RTOL:g}",
+    "ridge": lambda c: "closed_form",
+}
+
+
+def protocol_name(cfg: ProbeConfig) -> str:
+    """The exact protocol, e.g.
+    sas(reg=0.001,lbfgs,max_iter=500,rtol=1e-09,standardize=False,few_shot=0); `reg` multiplies
+    ||W||^2 with no 1/2 in both protocols."""
+    if cfg.protocol not in PROTOCOLS:
+        raise ValueError(
+            f"probe.protocol: unknown protocol {cfg.protocol!r} (allowed: {', '.join(PROTOCOLS)})"
         )
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            loss = F.cross_entropy(x_train @ w + b, y_train) + 0.5 * penalty * w.pow(2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-    with torch.no_grad():
-        return ((x_test @ w + b).argmax(1) == y_test).float().mean().item()
+    return (
+        f"{cfg.protocol}(reg={cfg.penalty:g},{_SOLVER[cfg.protocol](cfg)},"
+        f"standardize={cfg.standardize},few_shot={cfg.few_shot})"
+    )
 
 
 def fit_probes(
@@ -155,6 +252,8 @@ def fit_probes(
     seed: int = 0,
 ) -> list[ProbeResult]:
     """One probe per tap x target. train/test: tap -> (n, d) features; labels: target -> (n,)."""
+    protocol = protocol_name(cfg)
+    probe = PROTOCOLS[cfg.protocol]
     targets = list(cfg.targets) or list(classes)
     results = []
     for target in targets:
@@ -173,18 +272,13 @@ def fit_probes(
                 x_train = x_train[index]
             if cfg.standardize:
                 x_train, x_test = _standardize(x_train, x_test)
-            if cfg.protocol == "ridge":
-                acc = ridge_accuracy(x_train, y_train, x_test, y_test, classes[target], cfg.penalty)
-            else:
-                acc = logistic_accuracy(
-                    x_train, y_train, x_test, y_test, classes[target], cfg.penalty, cfg.steps
-                )
+            acc = probe(x_train, y_train, x_test, y_test, classes[target], cfg)
             results.append(
                 ProbeResult(
                     tap,
                     target,
                     acc,
-                    protocol_name(cfg),
+                    protocol,
                     x_train.shape[1],
                     x_train.shape[0],
                     x_test.shape[0],
