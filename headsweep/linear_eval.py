@@ -9,7 +9,7 @@ batch is augmented once (`augment`, one view per image: the caller wires the res
 linear pipeline does with RandomResizedCrop(32, (0.08, 1)) + RandomHorizontalFlip) and encoded
 once, and every head takes its tap of that forward pass. Optimiser: SGD or LARS from
 `headsweep.optim` (LARS with `OptimConfig`'s solo-learn defaults: eta 0.02, clip_lr, 1-D
-parameters excluded), per-step cosine (no warmup) or constant lr, minibatches of
+parameters excluded), per-step linear warmup then cosine or constant lr, minibatches of
 `cfg.batch_size` drawn without replacement, the last partial batch dropped (solo-learn's
 `drop_last=True`). The run is a function of `seed`: one generator draws the classifier
 initialisation, the shuffles and the augmentations.
@@ -46,7 +46,7 @@ def optim_config(cfg: LinearEvalConfig) -> OptimConfig:
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         schedule=cfg.schedule,
-        warmup_epochs=0.0,
+        warmup_epochs=cfg.warmup_epochs,
         scale_lr_by_batch=False,
     )
 
@@ -64,6 +64,7 @@ def protocol_name(cfg: LinearEvalConfig) -> str:
     return (
         f"linear_eval({opt},lr={cfg.lr:g},momentum={cfg.momentum:g},wd={cfg.weight_decay:g},"
         f"epochs={cfg.epochs},bs={cfg.batch_size},schedule={cfg.schedule},"
+        f"warmup={cfg.warmup_epochs:g},"
         f"crop={cfg.crop_min_scale:g},flip={cfg.horizontal_flip_prob:g})"
     )
 

@@ -24,14 +24,15 @@ from torch import Tensor, nn
 
 from headsweep import metrics as M
 from headsweep.backbones import build_backbone
-from headsweep.config import TrialConfig
+from headsweep.config import TrialConfig, ViewConfig
 from headsweep.data import Dataset, Split, load_dataset
 from headsweep.heads import build_head
+from headsweep.linear_eval import linear_eval
 from headsweep.losses import LOSSES, nt_xent
 from headsweep.optim import build_optimizer, build_scheduler
 from headsweep.probes import extract, fit_probes, frozen, ridge_accuracy
 from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
-from headsweep.views import clean_view, two_views
+from headsweep.views import augment, clean_view, two_views
 
 log = logging.getLogger(__name__)
 
@@ -263,18 +264,45 @@ class _Trial:
             )
         return out
 
-    def final_probes(self) -> list[dict[str, Any]]:
+    def final_probes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Frozen-feature probes on every tap and target, and (when probe.linear_eval.epochs
+        > 0, image data) [O]'s linear evaluation on the taps it names: two lists of rows."""
         train, test = self.data.train, self.data.test
+        test_features = self.features(test)
         results = fit_probes(
             self.features(train),
-            self.features(test),
+            test_features,
             train.labels,
             test.labels,
             self.data.classes,
             self.cfg.probe,
             self.cfg.train.seed,
         )
-        return [r.to_dict() for r in results]
+        le = self.cfg.probe.linear_eval
+        if le.epochs and self.data.kind == "image":
+            # solo-learn's CIFAR linear views: resized crop + flip, no colour ops.
+            view = ViewConfig(
+                crop_min_scale=le.crop_min_scale,
+                horizontal_flip_prob=le.horizontal_flip_prob,
+                color_jitter_prob=0.0,
+                gray_scale_prob=0.0,
+            )
+            linear = linear_eval(
+                self.encode,
+                train,
+                {tap: test_features[tap] for tap in le.taps},
+                test.labels,
+                lambda batch, g: augment(batch, view, self.cfg.data, g),
+                self.data.classes,
+                le,
+                list(self.cfg.probe.targets) or list(self.data.classes),
+                self.cfg.train.seed,
+                self.device,
+                model=self.model,
+            )
+        else:
+            linear = []
+        return [r.to_dict() for r in results], [r.to_dict() for r in linear]
 
 
 def pretrain(
@@ -313,11 +341,14 @@ def pretrain(
         if on_epoch is not None:
             on_epoch(state.epoch, metrics, state)
     t_train = time.perf_counter()
-    probes = trial.final_probes()
+    probes, linear = trial.final_probes()
     t_probe = time.perf_counter()
     final = dict(state.history[-1]) if state.history else {}
     for row in probes:
         final[M.probe(row["target"], row["tap"])] = row["accuracy"]
+    for row in linear:
+        final[M.linear_eval(row["target"], row["tap"])] = row["accuracy"]
+    probes += linear
     for target in data.classes:
         if M.probe(target, "pre") in final:
             final[M.probe(target, "gap")] = (

@@ -74,7 +74,7 @@ def test_tables_have_documented_columns_and_dtypes(sweep):
     assert set(probes["tap"]) == {"pre", "post", "layer1"}  # the mlp head's hidden layer too
     assert len(probes) == 4 * 3 * 2 + 4 * 3 * 3  # none: pre/post; mlp: pre/layer1/post
     assert probes["accuracy"].dtype == np.float64 and probes["dim"].dtype == np.int64
-    assert probes["protocol"].str.startswith("logistic(").all()
+    assert probes["protocol"].str.startswith("sas(").all()
 
     gaps = frames["gaps"]
     assert list(gaps.columns[:2]) == ["model.head.name", "aug.p_drop"]

@@ -207,3 +207,16 @@ def test_zero_epochs_probes_the_untrained_encoder_and_steps_are_recorded():
     assert cold.history == [] and {r["tap"] for r in cold.probes} == {"pre", "layer1", "post"}
     warm = pretrain(tiny(train={"epochs": 1}))
     assert warm.history[-1][M.STEPS] == 256 // 64
+
+
+def test_linear_eval_runs_on_augmented_frozen_features_and_is_reported_apart():
+    result = pretrain(tiny(probe={"linear_eval": {"epochs": 1, "batch_size": 32}}))
+    linear = [r for r in result.probes if r["protocol"].startswith("linear_eval(")]
+    assert {(r["tap"], r["target"]) for r in linear} == {
+        ("pre", t) for t in ("object", "coarse", "digit")
+    }
+    for row in linear:
+        assert result.metrics[M.linear_eval(row["target"], "pre")] == row["accuracy"]
+    frozen = next(r for r in result.probes if r["tap"] == "pre" and r["target"] == "digit")
+    assert frozen["protocol"].startswith("sas(")
+    assert result.metrics[M.probe("digit", "pre")] == frozen["accuracy"]
