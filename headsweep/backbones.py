@@ -49,6 +49,32 @@ def small_cnn(cfg: ModelConfig, in_channels: int) -> Backbone:
     return Backbone(nn.Sequential(*layers), width_in)
 
 
+GRID = 2  # grid_cnn: the final map is average-pooled to GRID x GRID cells, then flattened
+
+
+def grid_cnn(cfg: ModelConfig, in_channels: int) -> Backbone:
+    """A CNN that keeps where things are (SCIENCE.md §9): conv3x3-BN-ReLU stages, one per width,
+    all but the last with stride 2, the last with stride 1; the final map is average-pooled to a
+    2x2 grid and flattened, so d = 4 * widths[-1] (512 with the default (32, 64, 128, 128)).
+
+    With four widths on 32x32 inputs the maps are 16, 8, 4, 4 and each of the 2x2 cells has a
+    39-px receptive field that contains the whole centred 16-px digit (cell 0 spans input rows
+    -15..23, cell 1 rows 1..39, before clipping to the image); `small_cnn` (15 px, global
+    pooling) sees no whole digit and averages away its position."""
+    layers: list[nn.Module] = []
+    width_in = in_channels
+    for i, width in enumerate(cfg.widths):
+        stride = 1 if i == len(cfg.widths) - 1 else 2
+        layers += [
+            nn.Conv2d(width_in, width, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        width_in = width
+    layers += [nn.AdaptiveAvgPool2d(GRID), nn.Flatten()]
+    return Backbone(nn.Sequential(*layers), GRID * GRID * width_in)
+
+
 def mlp(cfg: ModelConfig, in_channels: int) -> Backbone:
     """Vector data: Linear-ReLU blocks of the given widths; `in_channels` is the input dim."""
     layers: list[nn.Module] = []
@@ -64,6 +90,7 @@ def mlp(cfg: ModelConfig, in_channels: int) -> Backbone:
 BACKBONES: dict[str, Callable[[ModelConfig, int], Backbone]] = {
     "resnet18": resnet18,
     "small_cnn": small_cnn,
+    "grid_cnn": grid_cnn,
     "mlp": mlp,
 }
 

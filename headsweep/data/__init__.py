@@ -11,10 +11,12 @@ from headsweep.config import DataConfig
 from headsweep.data.base import Dataset, Split, pair_at_random, place_digits
 from headsweep.data.digits_on_texture import digits_on_texture
 from headsweep.data.synthetic import synthetic
+from headsweep.data.textures_v2 import TEXTURES_V2_STATS, textures_v2
 from headsweep.data.torchvision_formats import cifar10, cifar100, mnist_on_cifar10
 
 DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
     "digits_on_texture": digits_on_texture,
+    "textures_v2": textures_v2,
     "mnist_on_cifar10": mnist_on_cifar10,
     "cifar10": cifar10,
     "cifar100": cifar100,
@@ -24,6 +26,7 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
 # The label targets each dataset provides, known without loading it (specs are checked early).
 TARGETS: dict[str, tuple[str, ...]] = {
     "digits_on_texture": ("object", "coarse", "digit"),
+    "textures_v2": ("object", "coarse", "digit"),
     "mnist_on_cifar10": ("object", "digit"),
     "cifar10": ("object",),
     "cifar100": ("fine", "coarse"),
@@ -35,6 +38,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
 _CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 STATS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "digits_on_texture": _CIFAR10_STATS,
+    "textures_v2": TEXTURES_V2_STATS,
     "mnist_on_cifar10": _CIFAR10_STATS,
     "cifar10": _CIFAR10_STATS,
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
