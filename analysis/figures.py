@@ -14,8 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.collect import FINISHED
 from analysis.tables import HEAD_KEY
+from analysis.trials import FINISHED
+from headsweep import metrics as M
 
 MAX_LINES = 8
 LABELS = {
@@ -184,16 +185,16 @@ def weights_figure(trials: pd.DataFrame, out: Path, sweep: str) -> Path | None:
     """Synthetic theory runs ([X] Thm 3.3): each feature's pre- against post-projection weight on
     log-log axes, one point per trial and feature, coloured by weight decay. Without weight decay
     the points follow pre = sqrt(post), the slope-1/2 line drawn through their centre."""
-    pre_cols = sorted(c for c in trials if c.startswith("synthetic/pre_weight/"))
+    pre_cols = M.weight_columns(trials.columns, "pre")
     if not pre_cols:
         return None
     finished = trials[trials["status"] == FINISHED]
     rows = []
     for col in pre_cols:
-        k = col.rsplit("/", 1)[1]
-        part = finished[[col, f"synthetic/post_weight/{k}"]].set_axis(["pre", "post"], axis=1)
+        k = M.feature_index(col)
+        part = finished[[col, M.weight("post", k)]].set_axis(["pre", "post"], axis=1)
         wd = finished.get("weight_decay", 0.0)
-        rows.append(part.assign(feature=int(k), weight_decay=wd))
+        rows.append(part.assign(feature=k, weight_decay=wd))
     points = pd.concat(rows)
     points = points[(points["pre"] > 1e-6) & (points["post"] > 1e-6)]  # log axes
     if points.empty:

@@ -1,25 +1,30 @@
-"""`headsweep analyze`: collect a sweep, write its tables and figures, log them to the sweep's
-MLflow parent run, and print the gap table. Idempotent: a second run rewrites nothing whose
-content is unchanged, overwrites artifacts in place and logs a parent metric only when its
-value changed."""
+"""A sweep's analysis from its trials: the Parquet tables, the figures, the trend verdicts and
+`summary.md`, written to one directory, and the gap table as text. Pure: the trials come from
+the caller (`sweeps.results` reads them from Tune and MLflow and logs the outputs to the
+sweep's parent run). Idempotent: a second run rewrites nothing whose content is unchanged."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from analysis.collect import FAILED, FINISHED, collect
 from analysis.figures import axis_figures, scatter_figure, weights_figure
-from analysis.tables import HEAD_KEY, build_tables, write_table
+from analysis.parquet import write_table
+from analysis.tables import HEAD_KEY, build_tables
 from analysis.trends import check
+from analysis.trials import FAILED, FINISHED, Trial
 from analysis.verdicts import Calibration, Verdict, calibrate
+from headsweep import metrics as M
+from headsweep.atomic import write_if_changed
+
+TABLES = ("trials", "probes", "gaps", "history")
 
 log = logging.getLogger(__name__)
 
@@ -148,97 +153,69 @@ def gap_table_text(gaps: pd.DataFrame, settings: list[str], message: str) -> str
     return "\n".join(lines)
 
 
-def _headline(gaps: pd.DataFrame, settings: list[str]) -> tuple[dict[str, float], dict]:
-    metrics, tags = {}, {}
-    for target, frame in gaps.groupby("target"):
+def headline(summary: Summary) -> tuple[dict[str, float], dict[str, str]]:
+    """The parent run's headline metrics (max and mean gap and best pre accuracy per target,
+    trials by status) and tags (the setting of each target's largest gap)."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for target, frame in summary.gaps.groupby("target"):
         top = frame.loc[frame["gap_mean"].idxmax()]
-        metrics[f"gap/{target}/max"] = float(top["gap_mean"])
-        metrics[f"gap/{target}/mean"] = float(frame["gap_mean"].mean())
-        metrics[f"pre/{target}/best"] = float(frame["pre_mean"].max())
-        tags[f"headsweep.max_gap.{target}"] = json.dumps({k: _value(top[k]) for k in settings})
+        metrics[M.gap_summary(str(target), "max")] = float(top["gap_mean"])
+        metrics[M.gap_summary(str(target), "mean")] = float(frame["gap_mean"].mean())
+        metrics[M.best_pre(str(target))] = float(frame["pre_mean"].max())
+        tags[f"headsweep.max_gap.{target}"] = json.dumps(
+            {k: _value(top[k]) for k in summary.settings}
+        )
+    metrics.update({M.trial_count(k): float(v) for k, v in summary.counts.items()})
     return metrics, tags
 
 
-def _log_to_parent(tracker: Any, parent: Any, directory: Path, summary: Summary) -> None:
-    client, run_id = tracker.client, parent.info.run_id
-    for name in ("trials", "probes", "gaps", "history"):
-        client.log_artifact(run_id, str(directory / f"{name}.parquet"), "analysis/tables")
-    for path in summary.figures:
-        client.log_artifact(run_id, str(path), "analysis/figures")
-    client.log_artifact(run_id, str(directory / "summary.md"), "analysis")
-    metrics, tags = _headline(summary.gaps, summary.settings)
-    metrics.update({f"trials/{k}": float(v) for k, v in summary.counts.items()})
-    current = client.get_run(run_id).data
-    for key, value in metrics.items():
-        if not math.isfinite(value):
-            continue
-        if key not in current.metrics or not math.isclose(current.metrics[key], value):
-            client.log_metric(run_id, key, value)  # only on change: no duplicate history
-    for key, value in tags.items():
-        if current.tags.get(key) != value:
-            client.set_tag(run_id, key, value)
-
-
-def analyze_sweep(name: str, loc: Any, log_to_mlflow: bool = True) -> Summary:
-    """Collect, tabulate, draw and log one sweep (finished, running, or all failed)."""
-    from sweeps.driver import SweepError
-
-    tracker = loc.tracker()
-    parent = tracker.find_sweep(name)
-    if parent is None:
-        raise SweepError(f"no sweep named {name!r} in {loc.tracking_uri} (see `headsweep list`)")
-    tags = parent.data.tags
-    path = f"{tags['headsweep.storage'].rstrip('/')}/{name}"
-    records = collect(path, tags["headsweep.trainable"], tracker, parent)
-    meta = {
-        "sweep": name,
-        "spec_hash": tags.get("headsweep.spec_hash", ""),
-        "git_revision": tags.get("mlflow.source.git.commit", "unknown"),
-        "experiment_path": path,
-    }
-    tables = build_tables(name, records, meta)
-    directory = loc.tables(name)
+def analyze(
+    sweep: str,
+    trials: list[Trial],
+    directory: Path,
+    *,
+    experiment: str,
+    seed_key: str,
+    meta: Mapping[str, str],
+) -> Summary:
+    """Tabulate, draw and judge one sweep (finished, running, or all failed) into `directory`:
+    the four tables, the figures and summary.md. `experiment` picks the trend checks (the spec
+    name a sweep ran); `meta` goes into every table's metadata."""
+    tables = build_tables(sweep, trials, meta, seed_key)
     for table_name, table in tables.items():
         write_table(table, directory / f"{table_name}.parquet")
     settings = json.loads(tables["gaps"].schema.metadata[b"settings"])
     gaps = tables["gaps"].to_pandas()
     counts: dict[str, int] = {}
-    for record in records:
-        counts[record.status] = counts.get(record.status, 0) + 1
-    figures = axis_figures(gaps, settings, directory / "figures", name)
-    scatter = scatter_figure(tables["probes"].to_pandas(), directory / "figures", name)
-    weights = weights_figure(tables["trials"].to_pandas(), directory / "figures", name)
-    extra = [path for path in (scatter, weights) if path]
+    for trial in trials:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
     probes = tables["probes"].to_pandas()
-    experiment = tracker.client.get_experiment(parent.info.experiment_id).name
-    verdicts = check(experiment, probes, tables["trials"].to_pandas())
+    trials_frame = tables["trials"].to_pandas()
+    figures = axis_figures(gaps, settings, directory / "figures", sweep)
+    scatter = scatter_figure(probes, directory / "figures", sweep)
+    weights = weights_figure(trials_frame, directory / "figures", sweep)
+    extra = [path for path in (scatter, weights) if path]
+    verdicts = check(experiment, probes, trials_frame)
     calibration = (
         calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
     )
     summary = Summary(
-        name, directory, settings, counts, gaps, figures + extra, verdicts, calibration
+        sweep, directory, settings, counts, gaps, figures + extra, verdicts, calibration
     )
-    markdown = summary.markdown()
-    md_path = directory / "summary.md"
-    if not md_path.exists() or md_path.read_text() != markdown:
-        md_path.write_text(markdown)
-    if log_to_mlflow:
-        _log_to_parent(tracker, parent, directory, summary)
+    write_if_changed(directory / "summary.md", summary.markdown().encode())
     return summary
 
 
-def read_gaps(name: str, loc: Any) -> tuple[pd.DataFrame, list[str]]:
-    path = loc.tables(name) / "gaps.parquet"
-    if not path.exists():
-        analyze_sweep(name, loc)
-    table = pq.read_table(path)
-    return table.to_pandas(), json.loads(table.schema.metadata[b"settings"])
-
-
-def compare_sweeps(a: str, b: str, loc: Any) -> str:
+def compare_text(
+    a: str,
+    gaps_a: pd.DataFrame,
+    settings_a: list[str],
+    b: str,
+    gaps_b: pd.DataFrame,
+    settings_b: list[str],
+) -> str:
     """The gap tables of two sweeps side by side, joined on their shared setting columns."""
-    gaps_a, settings_a = read_gaps(a, loc)
-    gaps_b, settings_b = read_gaps(b, loc)
     keys = [k for k in settings_a if k in settings_b] + ["target"]
     cols = ["pre_mean", "post_mean", "gap_mean", "n"]
     merged = gaps_a[keys + cols].merge(

@@ -1,5 +1,5 @@
-"""The four Parquet tables of a sweep, each with an explicit pyarrow schema (no object columns)
-and key-value metadata:
+"""The four Parquet tables of a sweep, built from its trials' records (`analysis.trials.Trial`),
+each with an explicit pyarrow schema and key-value metadata:
 
 - trials.parquet   one row per trial: status, error, the flat resolved config, final metrics
 - probes.parquet   one row per trial x tap x target: accuracy, protocol, feature dimension
@@ -7,31 +7,26 @@ and key-value metadata:
                    n, mean/std of pre, post and gap = pre - post, and the gap's paired 95% CI
 - history.parquet  one row per trial x epoch
 
-Writes are atomic (temp file + rename) and skipped when the content is unchanged, so running the
-analysis twice leaves byte-identical files.
+Probe rows come from the records' typed probe rows, never from metric names. Writing is
+`analysis.parquet.write_table`: atomic, and skipped when the content is unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import tempfile
-import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
-from analysis.collect import FINISHED, TrialRecord
+from analysis.parquet import to_table
+from analysis.trials import FINISHED, Trial
+from headsweep import metrics as M
 
-SEED_KEYS = ("train.seed", "seed")
 HEAD_KEY = "model.head.name"
 DESCRIPTIONS = {
     "trials": "one row per trial: status, error, flat resolved config, final metrics",
@@ -40,166 +35,86 @@ DESCRIPTIONS = {
     "paired 95% CI of the gap",
     "history": "one row per trial x epoch: the metrics reported every epoch",
 }
+CONFIG_COLUMNS = "config_columns"  # trials.parquet metadata: its config columns, as JSON
 
 
-# --------------------------------------------------------------------------- typing
-
-
-def _arrow_type(values: Iterable[Any]) -> pa.DataType:
-    """One arrow type for a column of python values (None allowed): bool, int64, float64 or
-    string; lists and mappings become JSON strings."""
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return pa.string()
-    if kinds == {bool}:
-        return pa.bool_()
-    if kinds <= {int}:
-        return pa.int64()
-    if kinds <= {int, float}:
-        return pa.float64()
-    return pa.string()
-
-
-def _cell(value: Any, kind: pa.DataType) -> Any:
-    if value is None:
-        return None
-    if kind == pa.string():
-        return value if isinstance(value, str) else json.dumps(value)
-    if kind == pa.float64():
-        return float(value)
-    return value
-
-
-def to_table(
-    rows: list[dict[str, Any]], fixed: Mapping[str, pa.DataType], name: str, meta: Mapping[str, str]
-) -> pa.Table:
-    """Rows -> arrow table: `fixed` columns first with their types, then the others sorted,
-    each typed from its values."""
-    columns = list(fixed)
-    columns += sorted({k for row in rows for k in row} - set(fixed))
-    fields = []
-    for column in columns:
-        kind = fixed.get(column) or _arrow_type(row.get(column) for row in rows)
-        fields.append(pa.field(column, kind))
-    schema = pa.schema(fields, metadata={**meta, "table": name, "description": DESCRIPTIONS[name]})
-    arrays = [
-        pa.array([_cell(row.get(f.name), f.type) for row in rows], type=f.type) for f in fields
-    ]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def varying_keys(records: list[TrialRecord]) -> list[str]:
+def varying_keys(trials: list[Trial]) -> list[str]:
     """Config keys whose value differs between trials (the swept axes, as the trials saw them)."""
-    keys = sorted({k for r in records for k in r.config})
+    keys = sorted({k for t in trials for k in t.config})
     out = []
     for key in keys:
-        values = {json.dumps(r.config.get(key), sort_keys=True) for r in records}
+        values = {json.dumps(t.config.get(key), sort_keys=True) for t in trials}
         if len(values) > 1:
             out.append(key)
     return out
 
 
-def setting_keys(records: list[TrialRecord]) -> list[str]:
+def setting_keys(trials: list[Trial], seed_key: str) -> list[str]:
     """What defines a setting: the head (always, when there is one) and every varying key
     except the seed."""
-    keys = [k for k in varying_keys(records) if k not in (*SEED_KEYS, HEAD_KEY)]
-    has_head = any(HEAD_KEY in r.config for r in records)
+    keys = [k for k in varying_keys(trials) if k not in (seed_key, HEAD_KEY)]
+    has_head = any(HEAD_KEY in t.config for t in trials)
     return ([HEAD_KEY] if has_head else []) + keys
 
 
-def _numeric(result: Mapping[str, Any]) -> dict[str, float]:
+def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metric columns: numbers under a metric name (not the report's own keys)."""
     return {
         k: float(v)
-        for k, v in result.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and "/" in k
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and M.is_value(k)
     }
 
 
-def trials_rows(sweep: str, records: list[TrialRecord]) -> list[dict[str, Any]]:
+def trials_rows(sweep: str, trials: list[Trial]) -> list[dict[str, Any]]:
     rows = []
-    for r in records:
-        final = r.final or {}
+    for t in trials:
         row: dict[str, Any] = {
             "sweep": sweep,
-            "trial_id": r.trial_id,
-            "status": r.status,
-            "error": r.error or None,
-            "mlflow_run_id": r.run_id or None,
-            "epochs_done": int(final.get("epoch", len(r.history)) or 0),
-            "wall_time_s": float(final.get("time_total_s", math.nan)),
-            "node_ip": final.get("node_ip"),
-            "node_id": final.get("node_id"),
+            "trial_id": t.trial_id,
+            "status": t.status,
+            "error": t.error or None,
+            "mlflow_run_id": t.run_id or None,
+            "epochs_done": t.epochs_done,
+            "wall_time_s": t.wall_time_s,
+            "node_ip": t.node_ip,
+            "node_id": t.node_id,
         }
-        row.update(r.config)
-        row.update(_numeric(final))
+        row.update(t.config)
+        row.update(_numeric(t.metrics()))
         rows.append(row)
     return rows
 
 
-def _taps(final: Mapping[str, Any]) -> list[str]:
-    """Tap order from the dim/<tap> keys (pre first, post last), else from probe keys."""
-    taps = [k.split("/", 1)[1] for k in final if k.startswith("dim/")]
-    if not taps:
-        taps = list(
-            dict.fromkeys(
-                k.split("/")[2] for k in final if k.startswith("probe/") and k.count("/") == 2
-            )
-        )
-    return [t for t in taps if t != "gap"]
-
-
-def probes_rows(sweep: str, records: list[TrialRecord], settings: list[str]) -> list[dict]:
-    from headsweep.config import ProbeConfig, build
-    from headsweep.probes import protocol_name
-
+def probes_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[dict[str, Any]]:
+    """One row per probe row of each finished trial's record; tap_index is the tap's place in
+    the trial's order of taps (pre first, then the head's layers, post last)."""
     rows = []
-    for r in records:
-        if r.status != FINISHED:
+    for t in trials:
+        if t.status != FINISHED or t.record is None:
             continue
-        probe_cfg = {k.split(".", 1)[1]: v for k, v in r.config.items() if k.startswith("probe.")}
-        try:
-            protocol = protocol_name(build(ProbeConfig, probe_cfg))
-        except (ValueError, TypeError):
-            protocol = str(r.config.get("probe_penalty", "ridge"))  # the synthetic probe
-        taps = _taps(r.final)
-        targets = list(
-            dict.fromkeys(
-                k.split("/")[1] for k in r.final if k.startswith("probe/") and k.count("/") == 2
-            )
-        )
+        probes = t.record.probes
+        taps = list(dict.fromkeys(p.tap for p in probes))
+        targets = list(dict.fromkeys(p.target for p in probes))
         for target in targets:
-            for index, tap in enumerate(taps):
-                key = f"probe/{target}/{tap}"
-                if key not in r.final:
-                    continue
-                dim = r.final.get(f"dim/{tap}")
+            for probe in (p for tap in taps for p in probes if p.tap == tap and p.target == target):
                 rows.append(
                     {
                         "sweep": sweep,
-                        "trial_id": r.trial_id,
-                        "seed": _seed(r.config),
-                        **{k: r.config.get(k) for k in settings},
+                        "trial_id": t.trial_id,
+                        "seed": t.seed,
+                        **{k: t.config.get(k) for k in settings},
                         "target": target,
-                        "tap": tap,
-                        "tap_index": index,
-                        "is_pre": tap == "pre",
-                        "is_post": tap == "post",
-                        "accuracy": float(r.final[key]),
-                        "protocol": protocol,
-                        "dim": None if dim is None else int(dim),
+                        "tap": probe.tap,
+                        "tap_index": taps.index(probe.tap),
+                        "is_pre": probe.tap == "pre",
+                        "is_post": probe.tap == "post",
+                        "accuracy": float(probe.accuracy),
+                        "protocol": probe.protocol,
+                        "dim": None if probe.dim is None else int(probe.dim),
                     }
                 )
     return rows
-
-
-def _seed(config: Mapping[str, Any]) -> int:
-    for key in SEED_KEYS:
-        if key in config:
-            return int(config[key])
-    return 0
 
 
 def gaps_frame(probes: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
@@ -259,21 +174,22 @@ def _std(series: pd.Series) -> float:
     return float(series.std(ddof=1)) if len(series) > 1 else math.nan
 
 
-def history_rows(sweep: str, records: list[TrialRecord], settings: list[str]) -> list[dict]:
+def history_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for r in records:
-        for result in r.history:
-            if "epoch" not in result:
+    for t in trials:
+        for epoch_metrics in t.history:
+            if M.EPOCH not in epoch_metrics:
                 continue
+            epoch = int(epoch_metrics[M.EPOCH])
             rows.append(
                 {
                     "sweep": sweep,
-                    "trial_id": r.trial_id,
-                    "epoch": int(result["epoch"]),
-                    "seed": _seed(r.config),
-                    **{k: r.config.get(k) for k in settings},
-                    "time_total_s": float(result.get("time_total_s", math.nan)),
-                    **_numeric(result),
+                    "trial_id": t.trial_id,
+                    "epoch": epoch,
+                    "seed": t.seed,
+                    **{k: t.config.get(k) for k in settings},
+                    "time_total_s": t.epoch_times.get(epoch, math.nan),
+                    **_numeric(epoch_metrics),
                 }
             )
     # A resumed trial repeats the epochs after its checkpoint: keep the last report of each.
@@ -281,11 +197,8 @@ def history_rows(sweep: str, records: list[TrialRecord], settings: list[str]) ->
     return [latest[key] for key in sorted(latest)]
 
 
-# --------------------------------------------------------------------------- writing
-
-
 def _frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    rows = frame.to_dict("records")
+    rows: list[dict[str, Any]] = frame.to_dict("records")  # type: ignore[assignment]
     for row in rows:
         for key, value in row.items():
             if isinstance(value, np.generic):
@@ -296,13 +209,19 @@ def _frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def build_tables(
-    sweep: str, records: list[TrialRecord], meta: Mapping[str, str]
+    sweep: str, trials: list[Trial], meta: Mapping[str, str], seed_key: str
 ) -> dict[str, pa.Table]:
-    settings = setting_keys(records)
+    """The four tables of a sweep; `seed_key` is the config key that seeds a trial."""
+    settings = setting_keys(trials, seed_key)
     meta = {**meta, "settings": json.dumps(settings)}
+
+    def described(name: str) -> dict[str, str]:
+        return {**meta, "table": name, "description": DESCRIPTIONS[name]}
+
     base = {"sweep": pa.string(), "trial_id": pa.string()}
-    trials = to_table(
-        trials_rows(sweep, records),
+    config_columns = sorted({k for t in trials for k in t.config})
+    trials_table = to_table(
+        trials_rows(sweep, trials),
         {
             **base,
             "status": pa.string(),
@@ -313,13 +232,12 @@ def build_tables(
             "node_ip": pa.string(),
             "node_id": pa.string(),
         },
-        "trials",
-        meta,
+        {**described("trials"), CONFIG_COLUMNS: json.dumps(config_columns)},
     )
-    setting_types = {k: trials.schema.field(k).type for k in settings if k in trials.schema.names}
-    probe_rows = probes_rows(sweep, records, settings)
+    schema = trials_table.schema
+    setting_types = {k: schema.field(k).type for k in settings if k in schema.names}
     probes = to_table(
-        probe_rows,
+        probes_rows(sweep, trials, settings),
         {
             **base,
             "seed": pa.int64(),
@@ -333,8 +251,7 @@ def build_tables(
             "protocol": pa.string(),
             "dim": pa.int64(),
         },
-        "probes",
-        meta,
+        described("probes"),
     )
     gaps = gaps_frame(probes.to_pandas(), settings)
     stat_types = {
@@ -343,11 +260,10 @@ def build_tables(
     gaps_table = to_table(
         _frame_rows(gaps),
         {**setting_types, "target": pa.string(), "n": pa.int64(), **stat_types},
-        "gaps",
-        meta,
+        described("gaps"),
     )
     history = to_table(
-        history_rows(sweep, records, settings),
+        history_rows(sweep, trials, settings),
         {
             **base,
             "epoch": pa.int64(),
@@ -355,49 +271,6 @@ def build_tables(
             **setting_types,
             "time_total_s": pa.float64(),
         },
-        "history",
-        meta,
+        described("history"),
     )
-    return {"trials": trials, "probes": probes, "gaps": gaps_table, "history": history}
-
-
-def content_hash(table: pa.Table) -> str:
-    """Hash of the data and the schema without the created_at stamp."""
-    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"created_at"}
-    digest = hashlib.sha256(
-        json.dumps(sorted((k.decode(), v.decode()) for k, v in meta.items())).encode()
-    )
-    digest.update(str(table.schema.remove_metadata()).encode())
-    for batch in table.to_batches():
-        for column in batch.columns:
-            digest.update(str(column.to_pylist()).encode())
-    return digest.hexdigest()
-
-
-def write_table(table: pa.Table, path: Path) -> bool:
-    """Atomically write `table` unless the file already holds the same content. True if
-    written."""
-    digest = content_hash(table)
-    if path.exists():
-        try:
-            old = pq.read_schema(path).metadata or {}
-            if old.get(b"content_sha256", b"").decode() == digest:
-                return False
-        except (OSError, pa.ArrowInvalid):
-            pass
-    meta = {
-        **(table.schema.metadata or {}),
-        b"content_sha256": digest.encode(),
-        b"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode(),
-    }
-    table = table.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return True
+    return {"trials": trials_table, "probes": probes, "gaps": gaps_table, "history": history}

@@ -31,6 +31,7 @@ from analysis.verdicts import (
     not_worse,
     seeds_guard,
 )
+from headsweep import metrics as M
 
 KAPPA = "model.head.kappa"
 WEIGHT_DECAY = "optim.weight_decay"
@@ -235,7 +236,7 @@ def _by_method(trials: pd.DataFrame, target: str) -> pd.DataFrame:
         ],
         "baseline",
     )
-    frame["pre"] = frame[f"probe/{target}/pre"]
+    frame["pre"] = frame[M.probe(target, "pre")]
     frame["seed"] = frame["train.seed"]
     return frame
 
@@ -248,7 +249,7 @@ def t10_mi_regulariser(trials: pd.DataFrame, target: str, probes=None) -> Verdic
     conditions, parts, counts = [], [], [len(base)]
     for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
         group = group.set_index("seed")
-        d_mi = _diff(group["train/mi"], base["train/mi"])
+        d_mi = _diff(group[M.MI], base[M.MI])
         d_acc = _diff(group["pre"], base["pre"])
         counts.append(d_mi.n)
         conditions += [

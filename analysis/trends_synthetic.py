@@ -23,6 +23,7 @@ from analysis.verdicts import (
     judge,
     seeds_guard,
 )
+from headsweep import metrics as M
 
 
 def _lists(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -52,11 +53,7 @@ def _synthetic(
 
 def _weights(frame: pd.DataFrame, layer: str, norm: bool = False) -> np.ndarray:
     """(trials, features) weights of one layer."""
-    key = f"synthetic/{layer}_weight{'_norm' if norm else ''}/"
-    columns = sorted(
-        (c for c in frame.columns if c.startswith(key)), key=lambda c: int(c.rsplit("/", 1)[1])
-    )
-    return frame[columns].to_numpy(dtype=float)
+    return frame[M.weight_columns(frame.columns, layer, norm)].to_numpy(dtype=float)
 
 
 def t1_t2_square_root_law(trials: pd.DataFrame, phi: list[float]) -> list[Verdict]:
@@ -65,8 +62,8 @@ def t1_t2_square_root_law(trials: pd.DataFrame, phi: list[float]) -> list[Verdic
     T2: the log max/min spread of the feature weights is larger post than pre (paired
     interval above 0)."""
     base = _synthetic(trials, [0.0] * len(phi), phi, 0.0)
-    slopes = interval(base["synthetic/slope"].to_numpy())
-    balance = base["synthetic/balancedness"].to_numpy()
+    slopes = interval(base[M.SLOPE].to_numpy())
+    balance = base[M.BALANCEDNESS].to_numpy()
     pre, post = _weights(base, "pre"), _weights(base, "post")
     spread = interval(np.log(post.max(1) / post.min(1)) - np.log(pre.max(1) / pre.min(1)))
     guards = seeds_guard([len(base)])
@@ -99,9 +96,9 @@ def t3_drop_lowers_post_faster(
     before = _synthetic(trials, zero, phi, 0.0).set_index("seed")
     after = _synthetic(trials, raised, phi, 0.0).set_index("seed")
     seeds = before.index.intersection(after.index)
-    key = "synthetic/{}_weight_norm/" + str(feature)
-    post = (after.loc[seeds, key.format("post")] / before.loc[seeds, key.format("post")]).values
-    pre = (after.loc[seeds, key.format("pre")] / before.loc[seeds, key.format("pre")]).values
+    post_key, pre_key = M.weight("post", feature, True), M.weight("pre", feature, True)
+    post = (after.loc[seeds, post_key] / before.loc[seeds, post_key]).values
+    pre = (after.loc[seeds, pre_key] / before.loc[seeds, pre_key]).values
     faster = interval(post - pre)
     return judge(
         "T3",

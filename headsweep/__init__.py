@@ -2,11 +2,37 @@
 
 `pretrain(config) -> TrialResult` runs one contrastive / supervised pretraining trial with
 frozen-feature probes on every head tap; `synthetic.run(config)` runs the theory models of
-Xue et al. (ICLR 2024). See SCIENCE.md-derived docs in the README.
+Xue et al. (ICLR 2024). The science behind both, with sources: docs/science.md.
+
+The torch-free modules (`metrics`, `configtree`, `record`, `atomic`, `presets`) import without
+loading torch: the names below load `headsweep.train` on first use.
 """
 
-from headsweep.config import TrialConfig
-from headsweep.train import TrainState, TrialResult, load_checkpoint, pretrain
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from headsweep.config import TrialConfig
+    from headsweep.train import TrainState, TrialResult, load_checkpoint, pretrain
+
+_LAZY = {
+    "TrialConfig": "headsweep.config",
+    "TrainState": "headsweep.train",
+    "TrialResult": "headsweep.train",
+    "load_checkpoint": "headsweep.train",
+    "pretrain": "headsweep.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The training stack (torch) loads on first use, so the CLI, the sweep specs and the
+    # analysis can import headsweep.metrics and headsweep.record without it.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'headsweep' has no attribute {name!r}")
+
 
 __all__ = ["TrainState", "TrialConfig", "TrialResult", "load_checkpoint", "pretrain"]
 __version__ = "0.1.0"

@@ -2,21 +2,26 @@
 spec (or Tune) hands over.
 
 `TrialConfig.from_dict` is the single boundary: an unknown key or a bad value raises `ValueError`
-naming the dotted key (e.g. ``model.head.kappa``). Presets are data (`HEAD_PRESETS`), applied
-under the user's own keys.
+naming the dotted key (e.g. ``model.head.kappa``). Every section validates itself
+(`validate(prefix)`); `TrialConfig.validate` adds the checks that span sections. Presets are data
+(`HEAD_PRESETS`, `VIEW_RECIPES`), filled in under the user's own keys by a section's `expand`
+hook while `headsweep.configtree.build` builds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from headsweep.presets import DEFAULT_RECIPE, HEAD_PRESETS, VIEW_RECIPES
+from headsweep.configtree import as_plain, build, check, choice, flatten, merge, unflatten
+from headsweep.presets import HEAD_PRESETS, VIEW_RECIPES
+from headsweep.view_config import AugConfig, ViewConfig
+
+SCHEDULES = ("cosine", "constant")  # learning-rate schedules of headsweep.optim
+PROBE_PROTOCOLS = ("sas", "ridge")  # frozen-feature probes of headsweep.probes
+LINEAR_EVAL_OPTIMIZERS = ("sgd", "lars")
 
 
 @dataclass(frozen=True)
@@ -37,57 +42,17 @@ class DataConfig:
     phi: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2)
     noise: float = 0.1
 
+    def validate(self, prefix: str = "data.") -> None:
+        from headsweep.data import DATASETS  # cycle: the dataset builders import this module
 
-@dataclass(frozen=True)
-class ViewConfig:
-    """One view's pipeline, solo-learn's field names, applied in [O]'s order: resized crop
-    (area fraction in [crop_min_scale, crop_max_scale], aspect ratio in (3/4, 4/3), bicubic) or
-    pad-and-crop shift -> colour jitter with `color_jitter_prob` -> grayscale -> Gaussian blur
-    (sigma ~ U(0.1, 2)) -> solarization (threshold 128/255) -> horizontal flip -> normalise.
-    Defaults are the `sas_digits` recipe (docs/science.md §4.2, §8)."""
-
-    crop_min_scale: float = 1.0  # 1 and 1: no resized crop
-    crop_max_scale: float = 1.0
-    crop_pad: int = 0  # pad-and-crop shift in px (RandomCrop(padding)); 0 = none
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    color_jitter_prob: float = 0.8
-    gray_scale_prob: float = 0.2
-    gaussian_prob: float = 0.0
-    solarization_prob: float = 0.0
-    horizontal_flip_prob: float = 0.5
-
-    @property
-    def resized_crop(self) -> bool:
-        return self.crop_min_scale < 1.0
-
-    @property
-    def jitter(self) -> tuple[float, float, float, float]:
-        return (self.brightness, self.contrast, self.saturation, self.hue)
-
-
-@dataclass(frozen=True)
-class AugConfig:
-    """Two-view augmentation, applied per sample on the device (headsweep.views). `recipe` names
-    a preset of `VIEW_RECIPES` that fills view1/view2; keys given under view1/view2 win."""
-
-    recipe: str = DEFAULT_RECIPE
-    view1: ViewConfig = field(default_factory=ViewConfig)
-    view2: ViewConfig = field(default_factory=ViewConfig)
-    p_drop: float = 0.0  # per pair: exactly one view loses the digit with this probability
-    # Vector data: per-feature drop probability p_k (one random view), and sign-flip features.
-    feature_drop: tuple[float, ...] = ()
-    sign_flip: tuple[int, ...] = ()
-
-    @property
-    def views(self) -> tuple[ViewConfig, ViewConfig]:
-        return (self.view1, self.view2)
-
-    @property
-    def symmetric(self) -> bool:
-        return self.view1 == self.view2
+        choice(f"{prefix}name", self.name, DATASETS)
+        check(f"{prefix}n_train", self.n_train >= 0, ">= 0", self.n_train)
+        check(f"{prefix}n_test", self.n_test >= 0, ">= 0", self.n_test)
+        check(f"{prefix}digit_size", 4 <= self.digit_size <= 32, "in [4, 32]", self.digit_size)
+        check(f"{prefix}strength", 0.0 <= self.strength <= 1.0, "in [0, 1]", self.strength)
+        k = len(self.phi)
+        check(f"{prefix}dim", self.dim >= k >= 1, f">= len({prefix}phi) = {k}", self.dim)
+        check(f"{prefix}noise", self.noise >= 0, ">= 0", self.noise)
 
 
 @dataclass(frozen=True)
@@ -110,6 +75,36 @@ class HeadConfig:
     k_per_dim: float = 0.25  # k = round(k_per_dim * d)
     sae_prelude: bool = False  # Linear-BN-ReLU before the SAE (Barlow variant of [O])
 
+    @staticmethod
+    def expand(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+        """A preset's fields under the keys given explicitly."""
+        preset = values.get("preset")
+        if not preset:
+            return values
+        if preset not in HEAD_PRESETS:
+            raise ValueError(
+                f"{prefix}preset: unknown preset {preset!r} (allowed: {', '.join(HEAD_PRESETS)})"
+            )
+        return {**HEAD_PRESETS[preset], **values}
+
+    def validate(self, prefix: str = "model.head.") -> None:
+        from headsweep.heads import HEADS  # cycle: the head builders import this module
+
+        choice(f"{prefix}name", self.name, HEADS)
+        for name in ("depth", "hidden", "out"):
+            value = getattr(self, name)
+            check(f"{prefix}{name}", value >= 1, ">= 1", value)
+        check(f"{prefix}kappa", self.kappa > 0, "> 0", self.kappa)
+        check(f"{prefix}levels", self.levels >= 2, ">= 2", self.levels)
+        latents = self.latents_per_dim
+        check(f"{prefix}latents_per_dim", latents > 0, "> 0", latents)
+        check(
+            f"{prefix}k_per_dim",
+            0 < self.k_per_dim <= latents,
+            f"in (0, {prefix}latents_per_dim={latents:g}]",
+            self.k_per_dim,
+        )
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -117,6 +112,19 @@ class ModelConfig:
     widths: tuple[int, ...] = (32, 64, 128)  # small_cnn channels / mlp hidden widths
     stem_padding: int = 1  # resnet18 3x3 stem; [O]'s code uses 2
     head: HeadConfig = field(default_factory=HeadConfig)
+
+    def validate(self, prefix: str = "model.") -> None:
+        from headsweep.backbones import BACKBONES  # cycle: the backbones import this module
+
+        choice(f"{prefix}backbone", self.backbone, BACKBONES)
+        check(
+            f"{prefix}widths",
+            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
+            "a non-empty list of positive widths",
+            self.widths,
+        )
+        check(f"{prefix}stem_padding", 0 <= self.stem_padding <= 3, "in [0, 3]", self.stem_padding)
+        self.head.validate(f"{prefix}head.")
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,20 @@ class LossConfig:
     target: str = ""  # label target for supcon / cross_entropy (e.g. "coarse")
     mi_lambda: float = 0.0  # weight of the I_alpha bottleneck term [O]; 0 = baseline
     mi_alpha: int = 2
+
+    def validate(self, targets: Sequence[str], prefix: str = "loss.") -> None:
+        """`targets`: the label targets of the trial's dataset."""
+        from headsweep.losses import LOSSES, SUPERVISED  # cycle: the losses import this module
+
+        choice(f"{prefix}name", self.name, LOSSES)
+        check(f"{prefix}temperature", self.temperature > 0, "> 0", self.temperature)
+        check(f"{prefix}mi_lambda", self.mi_lambda >= 0, ">= 0", self.mi_lambda)
+        check(f"{prefix}mi_alpha", self.mi_alpha >= 2, "an integer >= 2", self.mi_alpha)
+        if self.name in SUPERVISED:
+            need = f"set for {prefix}name={self.name!r}"
+            check(f"{prefix}target", bool(self.target), need, self.target)
+        if self.target:
+            choice(f"{prefix}target", self.target, targets)
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,23 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     scale_lr_by_batch: bool = False  # lr * batch / 256 ([O])
 
+    def validate(self, epochs: int, prefix: str = "optim.") -> None:
+        """`epochs`: train.epochs, which bounds the warmup."""
+        from headsweep.optim import OPTIMIZERS  # cycle: the optimisers import this module
+
+        choice(f"{prefix}name", self.name, OPTIMIZERS)
+        choice(f"{prefix}schedule", self.schedule, SCHEDULES)
+        check(f"{prefix}lr", self.lr > 0, "> 0", self.lr)
+        check(f"{prefix}weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
+        check(f"{prefix}momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        warmup = self.warmup_epochs
+        check(
+            f"{prefix}warmup_epochs",
+            0 <= warmup <= max(epochs, warmup if epochs == 0 else 0),
+            f"in [0, train.epochs={epochs}]",
+            warmup,
+        )
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -155,6 +194,20 @@ class TrainConfig:
     # joint: both views in one batch (shared BatchNorm statistics); per_view: each view through
     # encoder and head separately, as solo-learn; auto: what aug.recipe's code does.
     forward: str = "auto"
+
+    def validate(self, prefix: str = "train.") -> None:
+        # 0 epochs: the untrained-encoder control (probes of the initial weights, §9).
+        check(f"{prefix}epochs", self.epochs >= 0, ">= 0 (0 = untrained control)", self.epochs)
+        check(f"{prefix}batch_size", self.batch_size >= 2, ">= 2", self.batch_size)
+        check(f"{prefix}threads", self.threads >= 0, ">= 0", self.threads)
+        choice(f"{prefix}precision", self.precision, ("auto", "fp32", "bf16"))
+        check(
+            f"{prefix}device",
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "auto, cpu, cuda or cuda:N",
+            self.device,
+        )
+        choice(f"{prefix}forward", self.forward, ("joint", "per_view"))
 
 
 @dataclass(frozen=True)
@@ -170,9 +223,25 @@ class LinearEvalConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0  # linear warmup ([O]'s CIFAR linear configs: 10)
     crop_min_scale: float = 0.08  # the training views' resized crop (1 = none)
     horizontal_flip_prob: float = 0.5
     taps: tuple[str, ...] = ("pre",)  # [O] evaluates the encoder only
+
+    def validate(self, prefix: str = "probe.linear_eval.") -> None:
+        check(f"{prefix}epochs", self.epochs >= 0, ">= 0", self.epochs)
+        choice(f"{prefix}optimizer", self.optimizer, LINEAR_EVAL_OPTIMIZERS)
+        choice(f"{prefix}schedule", self.schedule, SCHEDULES)
+        check(f"{prefix}lr", self.lr > 0, "> 0", self.lr)
+        check(f"{prefix}momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        check(f"{prefix}weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
+        check(f"{prefix}batch_size", self.batch_size >= 1, ">= 1", self.batch_size)
+        warmup = self.warmup_epochs
+        ok = warmup >= 0 and (self.epochs == 0 or warmup <= self.epochs)  # 0 epochs: off
+        check(f"{prefix}warmup_epochs", ok, f"in [0, {prefix}epochs={self.epochs}]", warmup)
+        scale, flip = self.crop_min_scale, self.horizontal_flip_prob
+        check(f"{prefix}crop_min_scale", 0 < scale <= 1, "in (0, 1]", scale)
+        check(f"{prefix}horizontal_flip_prob", 0 <= flip <= 1, "in [0, 1]", flip)
 
 
 @dataclass(frozen=True)
@@ -192,6 +261,17 @@ class ProbeConfig:
     online_n: int = 1000  # examples for the cheap per-epoch ridge probe (0 = off)
     linear_eval: LinearEvalConfig = field(default_factory=LinearEvalConfig)
 
+    def validate(self, targets: Sequence[str], prefix: str = "probe.") -> None:
+        """`targets`: the label targets of the trial's dataset."""
+        for target in self.targets:
+            choice(f"{prefix}targets", target, targets)
+        choice(f"{prefix}protocol", self.protocol, PROBE_PROTOCOLS)
+        check(f"{prefix}penalty", self.penalty >= 0, ">= 0", self.penalty)
+        check(f"{prefix}steps", self.steps >= 1, ">= 1", self.steps)
+        check(f"{prefix}few_shot", self.few_shot >= 0, ">= 0", self.few_shot)
+        check(f"{prefix}online_n", self.online_n >= 0, ">= 0", self.online_n)
+        self.linear_eval.validate(f"{prefix}linear_eval.")
+
 
 @dataclass(frozen=True)
 class TrialConfig:
@@ -210,15 +290,30 @@ class TrialConfig:
         if cfg.train.forward == "auto":  # resolved here so results record what ran
             forward = VIEW_RECIPES[cfg.aug.recipe]["forward"]
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, forward=forward))
-        _validate(cfg)
+        cfg.validate()
         return cfg
 
+    def validate(self) -> None:
+        """Every section checks itself; the sections' shared facts (the dataset's targets and
+        feature count, the epoch budget) are handed to those that need them."""
+        from headsweep.data import targets_of  # cycle: the dataset builders import this module
+
+        self.data.validate()
+        self.aug.validate(len(self.data.phi))
+        self.model.validate()
+        targets = targets_of(self.data)
+        self.loss.validate(targets)
+        self.optim.validate(self.train.epochs)
+        self.train.validate()
+        self.probe.validate(targets)
+
     def to_dict(self) -> dict[str, Any]:
-        return _as_plain(dataclasses.asdict(self))
+        tree: dict[str, Any] = as_plain(dataclasses.asdict(self))
+        return tree
 
     def warnings(self) -> list[str]:
         """Settings that run but may not measure what the experiment means."""
-        from headsweep.data import targets_of
+        from headsweep.data import targets_of  # cycle: the dataset builders import this module
 
         out = []
         if "digit" in targets_of(self.data) and self.data.strength > 0:
@@ -244,301 +339,16 @@ class TrialConfig:
             base["train"]["forward"] = "auto"
         return TrialConfig.from_dict(merge(base, unflatten(overrides)))
 
-
-# --------------------------------------------------------------------------- dict plumbing
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for dotted, value in flat.items():
-        node = tree
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{dotted}: '{part}' is both a value and a section")
-        node[leaf] = value
-    return tree
-
-
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; `update` wins."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _as_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _as_plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_as_plain(v) for v in value]
-    return value
-
-
-# --------------------------------------------------------------------------- typed building
-
-
-def build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
-    """Any config dataclass from a nested dict: types coerced, unknown keys refused by name."""
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ValueError(
-            f"unknown config key '{prefix}{unknown[0]}' (allowed in "
-            f"'{prefix.rstrip('.') or 'config'}': {', '.join(names)})"
-        )
-    values = dict(raw)
-    if cls is HeadConfig and values.get("preset"):
-        preset = values["preset"]
-        if preset not in HEAD_PRESETS:
-            raise ValueError(
-                f"{prefix}preset: unknown preset {preset!r} (allowed: {', '.join(HEAD_PRESETS)})"
-            )
-        values = {**HEAD_PRESETS[preset], **values}
-    if cls is AugConfig:
-        values = _apply_recipe(values, prefix)
-    kwargs = {}
-    for name in names:
-        if name not in values:
-            continue
-        hint = hints[name]
-        key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = build(hint, values[name], key + ".")
-        else:
-            kwargs[name] = _coerce(values[name], hint, key)
-    return cls(**kwargs)
-
-
-def _apply_recipe(values: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """The recipe's per-view settings under the spec's own view1/view2 keys."""
-    recipe = values.get("recipe", DEFAULT_RECIPE)
-    if recipe not in VIEW_RECIPES:
-        raise ValueError(
-            f"{prefix}recipe: unknown recipe {recipe!r} (allowed: {', '.join(VIEW_RECIPES)})"
-        )
-    out = dict(values)
-    for view in ("view1", "view2"):
-        given = values.get(view, {})
-        if not isinstance(given, Mapping):
-            raise ValueError(f"{prefix}{view}: expected a mapping, got {given!r}")
-        out[view] = {**VIEW_RECIPES[recipe][view], **given}
-    return out
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ValueError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(
-            _coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return value
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no unions in the config today
-        raise TypeError(f"{key}: union types are not supported")
-    raise TypeError(f"{key}: unsupported config type {hint}")
-
-
-# --------------------------------------------------------------------------- value checks
-
-
-def _choice(key: str, value: str, allowed: typing.Iterable[str]) -> None:
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ValueError(f"{key}: unknown value {value!r} (allowed: {', '.join(allowed)})")
-
-
-def _check(key: str, ok: bool, need: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{key}: must be {need}, got {value!r}")
-
-
-def _validate(cfg: TrialConfig) -> None:
-    # Registries live with their builders; imported here to keep config free of torch modules.
-    from headsweep.backbones import BACKBONES
-    from headsweep.data import DATASETS, targets_of
-    from headsweep.heads import HEADS
-    from headsweep.losses import LOSSES
-
-    d, a, m, h, lo, o, t, p = (
-        cfg.data,
-        cfg.aug,
-        cfg.model,
-        cfg.model.head,
-        cfg.loss,
-        cfg.optim,
-        cfg.train,
-        cfg.probe,
-    )
-    _choice("data.name", d.name, DATASETS)
-    _check("data.n_train", d.n_train >= 0, ">= 0", d.n_train)
-    _check("data.n_test", d.n_test >= 0, ">= 0", d.n_test)
-    _check("data.digit_size", 4 <= d.digit_size <= 32, "in [4, 32]", d.digit_size)
-    _check("data.strength", 0.0 <= d.strength <= 1.0, "in [0, 1]", d.strength)
-    _check("data.dim", d.dim >= len(d.phi) >= 1, f">= len(data.phi) = {len(d.phi)}", d.dim)
-    _check("data.noise", d.noise >= 0, ">= 0", d.noise)
-    _check("aug.p_drop", 0.0 <= a.p_drop <= 1.0, "in [0, 1]", a.p_drop)
-    for i, v in enumerate(a.views, 1):
-        _validate_view(f"aug.view{i}", v)
-    _check(
-        "aug.feature_drop",
-        len(a.feature_drop) in (0, len(d.phi)) and all(0 <= v <= 1 for v in a.feature_drop),
-        f"empty or {len(d.phi)} probabilities in [0, 1]",
-        a.feature_drop,
-    )
-    _check(
-        "aug.sign_flip",
-        all(0 <= j < len(d.phi) for j in a.sign_flip),
-        f"feature indices in [0, {len(d.phi)})",
-        a.sign_flip,
-    )
-    _choice("model.backbone", m.backbone, BACKBONES)
-    _check(
-        "model.widths",
-        len(m.widths) >= 1 and all(w >= 1 for w in m.widths),
-        "a non-empty list of positive widths",
-        m.widths,
-    )
-    _check("model.stem_padding", 0 <= m.stem_padding <= 3, "in [0, 3]", m.stem_padding)
-    _choice("model.head.name", h.name, HEADS)
-    _check("model.head.depth", h.depth >= 1, ">= 1", h.depth)
-    _check("model.head.hidden", h.hidden >= 1, ">= 1", h.hidden)
-    _check("model.head.out", h.out >= 1, ">= 1", h.out)
-    _check("model.head.kappa", h.kappa > 0, "> 0", h.kappa)
-    _check("model.head.levels", h.levels >= 2, ">= 2", h.levels)
-    _check("model.head.latents_per_dim", h.latents_per_dim > 0, "> 0", h.latents_per_dim)
-    _check(
-        "model.head.k_per_dim",
-        0 < h.k_per_dim <= h.latents_per_dim,
-        f"in (0, model.head.latents_per_dim={h.latents_per_dim:g}]",
-        h.k_per_dim,
-    )
-    _choice("loss.name", lo.name, LOSSES)
-    _check("loss.temperature", lo.temperature > 0, "> 0", lo.temperature)
-    _check("loss.mi_lambda", lo.mi_lambda >= 0, ">= 0", lo.mi_lambda)
-    _check("loss.mi_alpha", lo.mi_alpha >= 2, "an integer >= 2", lo.mi_alpha)
-    targets = targets_of(d)
-    if lo.name in ("supcon", "cross_entropy"):
-        _check("loss.target", bool(lo.target), f"set for loss.name={lo.name!r}", lo.target)
-    if lo.target:
-        _choice("loss.target", lo.target, targets)
-    for target in p.targets:
-        _choice("probe.targets", target, targets)
-    _choice("optim.name", o.name, ("adam", "adamw", "sgd", "lars"))
-    _choice("optim.schedule", o.schedule, ("cosine", "constant"))
-    _check("optim.lr", o.lr > 0, "> 0", o.lr)
-    _check("optim.weight_decay", o.weight_decay >= 0, ">= 0", o.weight_decay)
-    _check("optim.momentum", 0 <= o.momentum < 1, "in [0, 1)", o.momentum)
-    _check(
-        "optim.warmup_epochs",
-        0 <= o.warmup_epochs <= max(t.epochs, o.warmup_epochs if t.epochs == 0 else 0),
-        f"in [0, train.epochs={t.epochs}]",
-        o.warmup_epochs,
-    )
-    # 0 epochs: the untrained-encoder control (probes of the initial weights, §9).
-    _check("train.epochs", t.epochs >= 0, ">= 0 (0 = untrained control)", t.epochs)
-    _check("train.batch_size", t.batch_size >= 2, ">= 2", t.batch_size)
-    _check("train.threads", t.threads >= 0, ">= 0", t.threads)
-    _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))
-    _check(
-        "train.device",
-        t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
-        "auto, cpu, cuda or cuda:N",
-        t.device,
-    )
-    _choice("train.forward", t.forward, ("joint", "per_view"))
-    _choice("probe.protocol", p.protocol, ("sas", "ridge"))
-    _check("probe.penalty", p.penalty >= 0, ">= 0", p.penalty)
-    _check("probe.steps", p.steps >= 1, ">= 1", p.steps)
-    _check("probe.few_shot", p.few_shot >= 0, ">= 0", p.few_shot)
-    _check("probe.online_n", p.online_n >= 0, ">= 0", p.online_n)
-    le = p.linear_eval
-    _check("probe.linear_eval.epochs", le.epochs >= 0, ">= 0", le.epochs)
-    _choice("probe.linear_eval.optimizer", le.optimizer, ("sgd", "lars"))
-    _choice("probe.linear_eval.schedule", le.schedule, ("cosine", "constant"))
-    _check("probe.linear_eval.lr", le.lr > 0, "> 0", le.lr)
-    _check("probe.linear_eval.momentum", 0 <= le.momentum < 1, "in [0, 1)", le.momentum)
-    _check("probe.linear_eval.weight_decay", le.weight_decay >= 0, ">= 0", le.weight_decay)
-    _check("probe.linear_eval.batch_size", le.batch_size >= 1, ">= 1", le.batch_size)
-    _check(
-        "probe.linear_eval.crop_min_scale",
-        0 < le.crop_min_scale <= 1,
-        "in (0, 1]",
-        le.crop_min_scale,
-    )
-    _check(
-        "probe.linear_eval.horizontal_flip_prob",
-        0 <= le.horizontal_flip_prob <= 1,
-        "in [0, 1]",
-        le.horizontal_flip_prob,
-    )
-
-
-def _validate_view(key: str, v: ViewConfig) -> None:
-    for name in (
-        "color_jitter_prob",
-        "gray_scale_prob",
-        "gaussian_prob",
-        "solarization_prob",
-        "horizontal_flip_prob",
-    ):
-        value = getattr(v, name)
-        _check(f"{key}.{name}", 0.0 <= value <= 1.0, "a probability in [0, 1]", value)
-    for name in ("brightness", "contrast", "saturation"):
-        value = getattr(v, name)
-        _check(f"{key}.{name}", 0.0 <= value < math.inf, ">= 0 and finite", value)
-    _check(f"{key}.hue", 0.0 <= v.hue <= 0.5, "in [0, 0.5]", v.hue)
-    _check(f"{key}.crop_min_scale", 0.0 < v.crop_min_scale <= 1.0, "in (0, 1]", v.crop_min_scale)
-    _check(
-        f"{key}.crop_max_scale",
-        v.crop_min_scale <= v.crop_max_scale <= 1.0,
-        f"in [{key}.crop_min_scale={v.crop_min_scale:g}, 1]",
-        v.crop_max_scale,
-    )
-    _check(f"{key}.crop_pad", 0 <= v.crop_pad <= 16, "in [0, 16]", v.crop_pad)
-    _check(
-        f"{key}.crop_pad",
-        not (v.crop_pad and v.resized_crop),
-        "0 when the view uses a resized crop (one geometric op per view)",
-        v.crop_pad,
-    )
+__all__ = [
+    "AugConfig",
+    "DataConfig",
+    "HeadConfig",
+    "LinearEvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ProbeConfig",
+    "TrainConfig",
+    "TrialConfig",
+    "ViewConfig",
+]

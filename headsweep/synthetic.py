@@ -30,191 +30,23 @@ does (SCIENCE.md §4.1).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from headsweep import metrics as names
-from headsweep.config import build
+from headsweep import metrics as M
 from headsweep.data.synthetic import embed, feature_views
 from headsweep.losses import spectral_contrastive
+from headsweep.probes import ridge_accuracy
+from headsweep.synthetic_config import SyntheticConfig, SyntheticResult
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[int, dict[str, float], dict[str, Any]], None]
-
-# Metric names of this experiment; the shared ones (loss, probes) come from headsweep.metrics.
-STEP = "train/step"
-SLOPE = "synthetic/slope"
-BALANCEDNESS = "synthetic/balancedness"
-OPTIMAL_LOSS = "synthetic/optimal_loss"
-
-
-def weight_metric(layer: str, k: int, normalised: bool = False) -> str:
-    """`synthetic/{pre|post}_weight[_norm]/{k}`: feature k's weight in that layer."""
-    return f"synthetic/{layer}_weight{'_norm' if normalised else ''}/{k}"
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """One synthetic trial (SCIENCE.md §4.1). Defaults are [DER]: chosen here, not by [X]."""
-
-    model: str = "linear"  # linear: W2 W1 x | relu: W2 ReLU(W1 x)
-    mode: str = "population"  # population (closed form, linear only) | sampled (minibatches)
-    dim: int = 20  # d: K feature coordinates + (d - K) noise coordinates
-    phi: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2)  # feature strengths, K = len(phi)
-    noise: float = 0.1  # sigma of the isotropic noise added to every view
-    feature_drop: tuple[float, ...] = ()  # p_k: feature k dropped from one view; () = none
-    sign_flip: tuple[int, ...] = ()  # features whose sign flips in one view of every pair
-    width: int = 20  # m: rows of W1 (the pre-projection dimension)
-    out_dim: int = 20  # rows of W2 (the post-projection dimension)
-    # Small but not tiny: with std 1e-3 gradient descent sits at the saddle at the origin for
-    # ~1e6 steps, because the growth rate of a mode scales with the square of its weight.
-    init_std: float = 0.05
-    lr: float = 0.02
-    steps: int = 8000
-    weight_decay: float = 0.0  # lambda on ||W1||^2 + ||W2||^2 (added to the objective)
-    batch_size: int = 256  # pairs per step in sampled mode
-    seed: int = 0
-    probe_shots: int = 100  # labelled training points of the few-shot probe
-    # Ridge penalty on the mean squared error, fixed, never tuned per run: comparable to the
-    # per-feature variance of a learned representation (~1 for the spectral loss), so a feature
-    # the model scales down is shrunk by the probe (SCIENCE.md §4.1) [DER].
-    probe_penalty: float = 0.1
-    probe_test: int = 2000  # held-out points the probe is scored on
-    report_every: int = 0  # call the callback every this many steps (0 = never)
-    device: str = "cpu"
-
-    @property
-    def features(self) -> int:
-        return len(self.phi)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None = None) -> SyntheticConfig:
-        """Build and validate from a flat dict (missing keys take defaults); unknown keys and
-        bad values raise ValueError naming the key."""
-        cfg = build(cls, raw or {})
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-    def validate(self) -> None:
-        k = self.features
-
-        def check(key: str, ok: bool, need: str) -> None:
-            if not ok:
-                raise ValueError(f"{key}: must be {need}, got {getattr(self, key)!r}")
-
-        check("model", self.model in ("linear", "relu"), "one of linear, relu")
-        check("mode", self.mode in ("population", "sampled"), "one of population, sampled")
-        # The closed form only exists for the linear model.
-        check(
-            "mode",
-            not (self.model == "relu" and self.mode == "population"),
-            "sampled when model is relu (the population loss is closed-form only for linear)",
-        )
-        check(
-            "phi",
-            k >= 1 and all(math.isfinite(v) and v >= 0 for v in self.phi),
-            "a non-empty list of non-negative strengths",
-        )
-        check("dim", self.dim >= k, f">= len(phi) = {k}")
-        check("noise", math.isfinite(self.noise) and self.noise >= 0, ">= 0")
-        check(
-            "feature_drop",
-            len(self.feature_drop) in (0, k) and all(0 <= p <= 1 for p in self.feature_drop),
-            f"empty or {k} probabilities in [0, 1]",
-        )
-        check(
-            "sign_flip",
-            all(0 <= j < k for j in self.sign_flip)
-            and len(set(self.sign_flip)) == len(self.sign_flip),
-            f"distinct feature indices in [0, {k})",
-        )
-        check("width", self.width >= 1, ">= 1")
-        check("out_dim", self.out_dim >= 1, ">= 1")
-        check("init_std", math.isfinite(self.init_std) and self.init_std > 0, "> 0")
-        check("lr", math.isfinite(self.lr) and self.lr > 0, "> 0")
-        check("steps", self.steps >= 1, ">= 1")
-        check("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0")
-        check("batch_size", self.batch_size >= 2, ">= 2 (the loss needs negative pairs)")
-        check("probe_shots", self.probe_shots >= 2, ">= 2")
-        # penalty > 0 keeps the probe scale-sensitive (and its normal equations solvable).
-        check(
-            "probe_penalty",
-            math.isfinite(self.probe_penalty) and self.probe_penalty > 0,
-            "> 0 (an unregularised probe is blind to feature rescaling)",
-        )
-        check("probe_test", self.probe_test >= 1, ">= 1")
-        check("report_every", self.report_every >= 0, ">= 0")
-        check(
-            "device",
-            self.device in ("cpu", "cuda") or self.device.startswith("cuda:"),
-            "cpu, cuda or cuda:N",
-        )
-
-
-@dataclass
-class SyntheticResult:
-    """Everything one synthetic trial measured; per-feature tuples are indexed by k."""
-
-    config: SyntheticConfig
-    pre_weight: tuple[float, ...]
-    post_weight: tuple[float, ...]
-    pre_weight_norm: tuple[float, ...]  # divided by the max over features
-    post_weight_norm: tuple[float, ...]
-    slope: float  # least-squares slope of log(pre) on log(post) over features; T1 predicts 0.5
-    balancedness: float  # ||W1 W1^T - W2^T W2||_F / ||W1 W1^T||_F
-    probe_pre: tuple[float, ...]  # ridge-probe accuracy for sign(z_k) from h
-    probe_post: tuple[float, ...]  # ... from f(x)
-    # Spectral contrastive loss without the weight-decay term: exact (population) for linear,
-    # on a fresh 2048-pair batch for relu.
-    final_loss: float
-    loss_history: tuple[float, ...]
-    history_steps: tuple[int, ...]
-    optimal_loss: float | None = None  # closed-form minimum (linear model only)
-    theory_post_weight: tuple[float, ...] | None = None  # sqrt(M_k) / Sigma_k (linear only)
-    state: dict[str, Tensor] = field(default_factory=dict, repr=False)  # W1, W2 on the CPU
-
-    def metrics(self) -> dict[str, float]:
-        """Flat metric name -> value, the names reporting and Parquet columns carry."""
-        out: dict[str, float] = {
-            names.LOSS: self.final_loss,
-            SLOPE: self.slope,
-            BALANCEDNESS: self.balancedness,
-        }
-        if self.optimal_loss is not None:
-            out[OPTIMAL_LOSS] = self.optimal_loss
-        for k in range(len(self.pre_weight)):
-            out[weight_metric("pre", k)] = self.pre_weight[k]
-            out[weight_metric("post", k)] = self.post_weight[k]
-            out[weight_metric("pre", k, normalised=True)] = self.pre_weight_norm[k]
-            out[weight_metric("post", k, normalised=True)] = self.post_weight_norm[k]
-            # Targets are named like the dataset's labels (headsweep.data.synthetic).
-            out[names.probe(f"feature{k}", "pre")] = self.probe_pre[k]
-            out[names.probe(f"feature{k}", "post")] = self.probe_post[k]
-            out[names.probe(f"feature{k}", "gap")] = self.probe_pre[k] - self.probe_post[k]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in ("config", "state")
-        }
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-        out["config"] = self.config.to_dict()
-        return out
 
 
 # --------------------------------------------------------------------------- population loss
@@ -275,24 +107,17 @@ def theory_post_weight(cfg: SyntheticConfig) -> tuple[tuple[float, ...], float]:
 # --------------------------------------------------------------------------- measurements
 
 
-def _ridge_accuracy(
+def _sign_probe(
     train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor, penalty: float
 ) -> float:
-    """Closed-form ridge on +-1 targets with an unpenalised intercept:
-    min_w mean((X w + b - y)^2) + penalty ||w||^2; accuracy of sign(X w + b) on the test set
-    (scikit-learn's RidgeClassifier with alpha = penalty * n). train: (n, D), y_*: bool (n,).
-    The fixed penalty shrinks directions of small variance hardest, which is what makes the
-    probe see a feature the model has scaled down. The intercept is kept in the prediction:
-    a representation whose signal is tiny next to the penalty falls back to the majority class."""
-    x = train.double()
-    y = y_train.double() * 2 - 1
-    mean_x, mean_y = x.mean(0), y.mean()
-    xc = x - mean_x
-    n, width = x.shape
-    gram = xc.T @ xc / n + penalty * torch.eye(width, dtype=x.dtype, device=x.device)
-    w = torch.linalg.solve(gram, xc.T @ (y - mean_y) / n)
-    prediction = (test.double() - mean_x) @ w + mean_y > 0
-    return float((prediction == y_test).double().mean())
+    """Few-shot probe for sign(z_k): the one closed-form ridge probe of `headsweep.probes` on the
+    two classes. With two classes it is ridge on +-1 targets with an unpenalised intercept,
+    min_w mean((X w + b - y)^2) + penalty ||w||^2, predicting sign(X w + b) (scikit-learn's
+    RidgeClassifier with alpha = penalty * n): the argmax of the centred one-hot fit is the sign
+    of the +-1 fit. train: (n, D), y_*: bool (n,). The fixed penalty shrinks directions of small
+    variance hardest, which is what makes the probe see a feature the model has scaled down; a
+    representation whose signal is tiny next to the penalty falls back to the majority class."""
+    return ridge_accuracy(train, y_train.long(), test, y_test.long(), 2, penalty)
 
 
 def _slope(pre: Tensor, post: Tensor) -> float:
@@ -414,7 +239,7 @@ def run(
         if on_epoch is not None and cfg.report_every and step % cfg.report_every == 0:
             on_epoch(
                 step // cfg.report_every,
-                {names.LOSS: value, STEP: float(step)},
+                {M.LOSS: value, M.STEP: float(step)},
                 {"W1": w1.detach(), "W2": w2.detach()},
             )
 
@@ -433,11 +258,11 @@ def run(
         n = cfg.probe_shots
         labels = z_probe > 0
         probe_pre = tuple(
-            _ridge_accuracy(h[:n], labels[:n, j], h[n:], labels[n:, j], cfg.probe_penalty)
+            _sign_probe(h[:n], labels[:n, j], h[n:], labels[n:, j], cfg.probe_penalty)
             for j in range(k)
         )
         probe_post = tuple(
-            _ridge_accuracy(f[:n], labels[:n, j], f[n:], labels[n:, j], cfg.probe_penalty)
+            _sign_probe(f[:n], labels[:n, j], f[n:], labels[n:, j], cfg.probe_penalty)
             for j in range(k)
         )
         gram1 = w1 @ w1.T

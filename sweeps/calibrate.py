@@ -11,20 +11,24 @@ calibrated (not an image experiment).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
 from analysis.verdicts import CEILING, CONTROL_FLOOR, Calibration, calibrate
+from headsweep import metrics as M
 from sweeps.spec import SpecError, SweepSpec
+from trainables import TRAINABLES
 
 
 def control_configs(spec: SweepSpec, seeds: int) -> list[dict[str, Any]]:
     """The control's trial configs: base config, head none, p_drop 0, seeds 0..seeds-1."""
-    if spec.trainable != "contrastive":
+    if not spec.info.calibrates:
+        image = ", ".join(name for name, info in TRAINABLES.items() if info.calibrates)
         raise SpecError(
             f"calibrate: spec {spec.name!r} runs the {spec.trainable!r} trainable; calibration "
-            "applies to the image experiments (trainable: contrastive)"
+            f"applies to the image experiments (trainable: {image})"
         )
     configs = []
     for seed in range(seeds):
@@ -36,32 +40,32 @@ def control_configs(spec: SweepSpec, seeds: int) -> list[dict[str, Any]]:
     return configs
 
 
-def run_calibration(spec: SweepSpec, seeds: int = 1, echo=print) -> Calibration:
+def run_calibration(
+    spec: SweepSpec, seeds: int = 1, echo: Callable[[str], None] = print
+) -> Calibration:
     """Train the control for each seed and judge it; `echo` receives progress lines."""
-    from headsweep import TrialConfig, pretrain
-
     rows = []
-    for config in control_configs(spec, seeds):
-        cfg = TrialConfig.from_dict(config)
-        seed = cfg.train.seed
+    for seed, config in enumerate(control_configs(spec, seeds)):
+        settings = spec.info.parse(config)
         start = time.perf_counter()
 
-        def progress(epoch: int, metrics: dict[str, float], state: Any, seed: int = seed) -> None:
-            echo(f"  seed {seed}: epoch {epoch} loss {metrics['train/loss']:.4f}")
+        def progress(epoch: int, metrics: dict[str, float], seed: int = seed) -> None:
+            echo(f"  seed {seed}: epoch {epoch} loss {metrics[M.LOSS]:.4f}")
 
-        result = pretrain(cfg, on_epoch=progress)
+        record = spec.info.run_local(settings, progress)
         echo(f"  seed {seed}: {time.perf_counter() - start:.0f} s")
-        for probe in result.probes:
+        flat = record.flat_config()
+        for probe in record.probes:
             rows.append(
                 {
                     "trial_id": f"control-{seed}",
                     "seed": seed,
-                    "model.head.name": "none",
-                    "aug.p_drop": 0.0,
-                    "train.epochs": cfg.train.epochs,
-                    "target": probe["target"],
-                    "tap": probe["tap"],
-                    "accuracy": probe["accuracy"],
+                    "model.head.name": flat["model.head.name"],
+                    "aug.p_drop": flat["aug.p_drop"],
+                    "train.epochs": flat["train.epochs"],
+                    "target": probe.target,
+                    "tap": probe.tap,
+                    "accuracy": probe.accuracy,
                 }
             )
     return calibrate(pd.DataFrame(rows))

@@ -2,6 +2,9 @@
 
 Exit codes: 0 success; 1 a sweep ran but some trials failed; 2 bad input (spec, options,
 unreachable services); 130 interrupted (resume it with `headsweep resume NAME`).
+
+Each command imports what it needs inside its own function, so `headsweep --help`, `list` and
+`status` start without loading torch, Ray or the analysis stack.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from headsweep import metrics as M
+from sweeps.overrides import SpecError
+
+if TYPE_CHECKING:  # types only: the modules themselves load inside the commands
+    from sweeps.driver import Outcome
+    from sweeps.locations import Locations
+    from sweeps.spec import SweepSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -23,16 +34,17 @@ def _fail(message: str, code: int = EXIT_INPUT) -> int:
     return code
 
 
-def _locations(args: argparse.Namespace) -> Any:
-    from sweeps.driver import Locations
+def _locations(args: argparse.Namespace) -> Locations:
+    from sweeps.locations import Locations  # MLflow: only commands that track load it
 
     return Locations.make(
         args.root, getattr(args, "tracking_uri", None), getattr(args, "storage", None)
     )
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from sweeps.spec import config_warnings, load_spec, parse_overrides
+def _load(args: argparse.Namespace) -> SweepSpec:
+    from sweeps.overrides import parse_overrides  # the spec stack loads torch (trainables)
+    from sweeps.spec import config_warnings, load_spec  # the spec stack loads torch (trainables)
 
     spec = load_spec(
         args.spec, parse_overrides(args.set or []), smoke=args.smoke, profiles=args.profile or []
@@ -49,11 +61,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args)
     name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:
-        from sweeps.plan import print_plan
+        from sweeps.plan import print_plan  # dry runs only
 
         print_plan(spec, name)
         return EXIT_OK
-    from sweeps import driver
+    from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
     loc = _locations(args)
     print(
@@ -66,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from sweeps import driver
+    from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
     loc = _locations(args)
     print(f"resuming sweep {args.name}")
@@ -74,16 +86,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _report(outcome, loc)
 
 
-def _report(outcome: Any, loc: Any) -> int:
+def _report(outcome: Outcome, loc: Locations) -> int:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
     print(f"\nsweep {outcome.name}: {counts or 'no trials'} (of {outcome.total})")
     try:
-        from analysis.report import analyze_sweep
+        from sweeps.results import analyze_sweep  # the analysis stack: after the sweep only
 
         summary = analyze_sweep(outcome.name, loc)
-        metric = outcome.metric.split("/")
-        target = metric[1] if len(metric) == 3 and metric[0] == "probe" else None
-        print(summary.terminal_table(target))
+        print(summary.terminal_table(M.probe_target(outcome.metric) or None))
         print(f"tables and figures: {summary.directory} (every target in summary.md)")
     except Exception as exc:  # analysis must never hide the sweep's own outcome
         print(f"analysis failed: {exc} (retry with `headsweep analyze {outcome.name}`)")
@@ -100,7 +110,7 @@ def _report(outcome: Any, loc: Any) -> int:
     return EXIT_OK
 
 
-def _print_mlflow_hint(loc: Any, run_id: str) -> None:
+def _print_mlflow_hint(loc: Locations, run_id: str) -> None:
     if loc.tracking_uri.startswith("http"):
         print(f"MLflow: {loc.tracking_uri} (parent run {run_id})")
     else:
@@ -108,7 +118,7 @@ def _print_mlflow_hint(loc: Any, run_id: str) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from sweeps.calibrate import cmd_calibrate as calibrate
+    from sweeps.calibrate import cmd_calibrate as calibrate  # torch and the analysis stack
 
     return calibrate(_load(args), args.seeds)
 
@@ -127,38 +137,25 @@ def cmd_trial(args: argparse.Namespace) -> int:
                 point[axis.key] = int(point[axis.key])
         elif axis.kind == "choice":
             point[axis.key] = axis.values[0]
-    config = spec.trial_config(point)
+    settings = spec.settings(point)
     print(f"one {spec.trainable} trial in-process at {json.dumps(point, default=str)}")
     logging.getLogger("headsweep").setLevel(logging.INFO)
-    if spec.trainable == "synthetic":
-        from headsweep import synthetic
 
-        result = synthetic.run(config)
-        metrics = result.metrics()
-    else:
-        from headsweep import pretrain
+    def on_epoch(epoch: int, m: dict[str, float]) -> None:
+        speed = f", {m[M.THROUGHPUT]:.0f} images/s" if M.THROUGHPUT in m else ""
+        print(f"  epoch {epoch}: loss {m[M.LOSS]:.4f}{speed}")
 
-        def on_epoch(epoch: int, m: dict[str, float], state: Any) -> None:
-            print(
-                f"  epoch {epoch}: loss {m['train/loss']:.4f}, "
-                f"{m['train/images_per_s']:.0f} images/s"
-            )
-
-        result = pretrain(config, on_epoch=on_epoch)
-        metrics = result.metrics
-        for row in result.probes:
-            print(
-                f"  probe {row['target']:>8} {row['tap']:>8}: {row['accuracy']:.3f} "
-                f"(dim {row['dim']})"
-            )
-    for key in sorted(metrics):
-        if key.endswith("/gap"):
-            print(f"  {key}: {metrics[key]:+.3f}")
+    record = spec.info.run_local(settings, on_epoch)
+    for row in record.probes:
+        print(f"  probe {row.target:>8} {row.tap:>8}: {row.accuracy:.3f} (dim {row.dim})")
+    for key in sorted(record.metrics):
+        if M.is_gap(key):
+            print(f"  {key}: {record.metrics[key]:+.3f}")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from sweeps.driver import list_sweeps
+    from sweeps.status import list_sweeps  # MLflow only
 
     rows = list_sweeps(_locations(args))
     if not rows:
@@ -174,7 +171,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeps.driver import sweep_status
+    from sweeps.status import sweep_status  # MLflow only
 
     st = sweep_status(args.name, _locations(args))
     runs = ", ".join(f"{n} {s.lower()}" for s, n in sorted(st["runs"].items())) or "none"
@@ -220,7 +217,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analysis.report import analyze_sweep
+    from sweeps.results import analyze_sweep  # the analysis stack
 
     summary = analyze_sweep(args.name, _locations(args))
     print(summary.terminal_table())
@@ -229,14 +226,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from analysis.report import compare_sweeps
+    from sweeps.results import compare_sweeps  # the analysis stack
 
     print(compare_sweeps(args.names[0], args.names[1], _locations(args)))
     return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sweeps.cluster import validate_cluster
+    from sweeps.cluster import validate_cluster  # Ray's autoscaler schema
 
     problems = validate_cluster(args.cluster)
     if problems:
@@ -372,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
-    from sweeps.driver import SweepError
-    from sweeps.spec import SpecError
+    from sweeps.locations import SweepError  # after the logging level: it imports MLflow
 
     try:
         return args.fn(args)

@@ -1,12 +1,6 @@
 """The life of a sweep: check everything, start Ray, open the MLflow parent run, run the Tuner,
-record the outcome; resume an interrupted sweep; read a sweep's state without Ray.
-
-Where things live (the embedded defaults, all under --root, default ./runs):
-    mlflow.db            MLflow tracking store (SQLite)      --tracking-uri / $MLFLOW_TRACKING_URI
-    mlartifacts/<exp>/   MLflow artifacts
-    ray/<sweep>/         Tune experiment: trial dirs, results, checkpoints   --storage
-    optuna/<sweep>.db    Optuna study (search.algorithm: optuna)
-    tables/<sweep>/      analysis tables and figures
+record the outcome; resume an interrupted sweep. Reading a sweep back (status, list, analyze,
+compare) is `sweeps.results`; where things live is `sweeps.locations`.
 """
 
 from __future__ import annotations
@@ -14,61 +8,43 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import ray
+import torch
 import yaml
+from mlflow.entities import Run
+from ray import tune
+from ray.tune import ExperimentAnalysis
 
+from sweeps import cluster
+from sweeps import tuner as T
+from sweeps.checkpoints import CheckpointPruner
+from sweeps.locations import Locations, SweepError
+from sweeps.progress import Progress
 from sweeps.spec import SpecError, SweepSpec, parse_spec
-from sweeps.tracking import MLflowTrialLogger, Tracker, check_reachable, default_tracking_uri
-from trainables import TRAINABLES
+from sweeps.tracking import Tracker, check_reachable
+from sweeps.trial_logger import MLflowTrialLogger
 
 log = logging.getLogger(__name__)
 SNAPSHOT_PERIOD_S = 10  # Tune's own minimum in its 'auto' mode
 
-# Tune's console output is replaced by sweeps.progress; these keep the terminal readable.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Searchers may watch a metric only the final report has (the frozen probes).
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-# Experiment snapshots (what `headsweep resume` restores) at a fixed period, so the checkpoint
-# pruner's grace period (sweeps/checkpoints.py) provably spans several of them.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
-
 TERMINAL = ("TERMINATED", "ERROR")
 
 
-class SweepError(RuntimeError):
-    """A sweep that cannot start or continue; the message is one actionable line."""
-
-
-@dataclass(frozen=True)
-class Locations:
-    root: Path
-    tracking_uri: str
-    storage: str  # Tune's storage_path: a local directory or a URI (s3://, gs://, ...)
-
-    @classmethod
-    def make(
-        cls, root: str | Path = "runs", tracking_uri: str | None = None, storage: str | None = None
-    ) -> Locations:
-        root = Path(root).resolve()
-        return cls(root, default_tracking_uri(root, tracking_uri), storage or str(root / "ray"))
-
-    def tables(self, sweep: str) -> Path:
-        return self.root / "tables" / sweep
-
-    def study(self, sweep: str) -> Path:
-        return self.root / "optuna" / f"{sweep}.db"
-
-    def experiment_path(self, sweep: str) -> str:
-        return f"{self.storage.rstrip('/')}/{sweep}"
-
-    def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, self.root / "mlartifacts")
+def tune_environment() -> None:
+    """The environment Tune reads while a sweep runs (set by run and resume, never on import;
+    a user's own settings win)."""
+    # Tune's console output is replaced by sweeps.progress; these keep the terminal readable.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Searchers may watch a metric only the final report has (the frozen probes).
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Experiment snapshots (what `headsweep resume` restores) at a fixed period, so the
+    # checkpoint pruner's grace period (sweeps/checkpoints.py) provably spans several of them.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
 
 
 @dataclass
@@ -93,8 +69,6 @@ class Outcome:
 
 
 def local_capacity() -> dict[str, float]:
-    import torch
-
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
@@ -118,8 +92,6 @@ def check_fits(spec: SweepSpec, nodes: list[dict[str, float]]) -> None:
 
 
 def start_ray(address: str | None) -> None:
-    import ray
-
     if ray.is_initialized():
         return
     common = {"log_to_driver": False, "logging_level": logging.WARNING}
@@ -130,18 +102,12 @@ def start_ray(address: str | None) -> None:
 
 
 def cluster_nodes() -> list[dict[str, float]]:
-    import ray
-
-    from sweeps.cluster import launchable_node_types
-
     # Node types the autoscaler can still add count too: GPU workers scaled to zero can run.
     alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    return alive + [t.resources for t in launchable_node_types()]
+    return alive + [t.resources for t in cluster.launchable_node_types()]
 
 
 def nodes_for(address: str | None) -> list[dict[str, float]]:
-    import ray
-
     if address or ray.is_initialized():
         start_ray(address)
         return cluster_nodes()
@@ -152,8 +118,6 @@ def nodes_for(address: str | None) -> list[dict[str, float]]:
 
 
 def _tune_statuses(experiment_path: str) -> dict[str, int]:
-    from ray.tune import ExperimentAnalysis
-
     counts: dict[str, int] = {}
     for trial in ExperimentAnalysis(experiment_path).trials:
         counts[trial.status] = counts.get(trial.status, 0) + 1
@@ -187,20 +151,17 @@ def _callbacks(
     experiment_id: str,
     parent_run_id: str,
     quiet: bool,
-) -> list:
-    from sweeps.checkpoints import CheckpointPruner
-    from sweeps.progress import Progress
-
+) -> list[tune.Callback]:
     # checkpoints are pruned by CheckpointPruner, not Tune's num_to_keep (see sweeps/checkpoints.py)
-    callbacks: list = [
-        MLflowTrialLogger(tracker.uri, experiment_id, parent_run_id, name),
+    callbacks: list[tune.Callback] = [
+        MLflowTrialLogger(tracker.uri, experiment_id, parent_run_id, name, spec.trainable),
         CheckpointPruner(grace_s=10 * _snapshot_period()),
     ]
     if not quiet:
         callbacks.append(
             Progress(
                 spec.num_trials(),
-                _metric(spec),
+                spec.default_metric(),
                 spec.search.mode,
                 [a.key for a in spec.space if a.key != "train.seed"],
             )
@@ -208,28 +169,12 @@ def _callbacks(
     return callbacks
 
 
-def _metric(spec: SweepSpec) -> str:
-    """The metric progress and the final table focus on: the search's, else the pre probe of the
-    data's last target (the synthetic fit's slope for the theory runs)."""
-    if spec.search.metric:
-        return spec.search.metric
-    if spec.trainable == "synthetic":
-        return "synthetic/slope"
-    from headsweep.config import TrialConfig
-    from headsweep.data import targets_of
-
-    return f"probe/{targets_of(TrialConfig.from_dict(spec.base).data)[-1]}/pre"
-
-
 def run(
     spec: SweepSpec, name: str, loc: Locations, address: str | None = None, quiet: bool = False
 ) -> Outcome:
     """Start a new sweep. Everything that can be checked is checked before Ray, MLflow or Tune
     write anything."""
-    from ray import tune
-
-    from sweeps import tuner as T
-
+    tune_environment()
     check_fits(spec, nodes_for(address))
     check_reachable(loc.tracking_uri)
     check_storage(loc.storage, address)  # after the cheap checks: it runs a task on every node
@@ -252,7 +197,7 @@ def run(
             "headsweep.trainable": spec.trainable,
             "headsweep.spec_hash": spec.digest(),
             "headsweep.num_trials": str(spec.num_trials()),
-            "headsweep.metric": _metric(spec),
+            "headsweep.metric": spec.default_metric(),
             "headsweep.mode": spec.search.mode,
             "headsweep.state": "running",
             "headsweep.root": str(loc.root),
@@ -268,9 +213,7 @@ def run(
             "sweep/spec.yaml": yaml.safe_dump(spec.source, sort_keys=False),
             "sweep/spec.json": json.dumps(spec.source),
             # the base trial config with every default filled in: what "unset" meant
-            "sweep/base_resolved.json": json.dumps(
-                TRAINABLES[spec.trainable].validate(spec.base).to_dict(), indent=1
-            ),
+            "sweep/base_resolved.json": json.dumps(spec.settings({}).to_dict(), indent=1),
         },
     )
     tuner = tune.Tuner(
@@ -290,7 +233,7 @@ def run(
         path,
         parent,
         total=spec.num_trials(),
-        metric=_metric(spec),
+        metric=spec.default_metric(),
     )
     try:
         tuner.fit()
@@ -299,7 +242,7 @@ def run(
     return outcome
 
 
-def stored_spec(tracker: Tracker, parent: Any) -> SweepSpec:
+def stored_spec(tracker: Tracker, parent: Run) -> SweepSpec:
     local = tracker.client.download_artifacts(parent.info.run_id, "sweep/spec.json")
     return parse_spec(json.loads(Path(local).read_text()))
 
@@ -307,10 +250,7 @@ def stored_spec(tracker: Tracker, parent: Any) -> SweepSpec:
 def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
     """Continue an interrupted sweep: finished trials stay finished, interrupted ones continue
     from their last checkpoint, errored ones are retried from theirs."""
-    from ray import tune
-
-    from sweeps import tuner as T
-
+    tune_environment()
     check_reachable(loc.tracking_uri)
     tracker = loc.tracker()
     parent = tracker.find_sweep(name)
@@ -331,7 +271,7 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
         path,
         parent.info.run_id,
         total=spec.num_trials(),
-        metric=_metric(spec),
+        metric=spec.default_metric(),
     )
     try:
         tuner.fit()
@@ -346,10 +286,6 @@ def check_storage(storage: str, address: str | None) -> None:
     node cannot see. URIs (s3://, gs://, ...) pass. A local path is checked for real on every
     alive node (a marker file the driver writes, looked for by a task pinned to each node); for
     the nodes the autoscaler may still add it must be a network filesystem."""
-    import ray
-
-    from sweeps import cluster
-
     if "://" in storage and not storage.startswith("file://"):
         return
     if not address and not ray.is_initialized():
@@ -379,60 +315,4 @@ def check_storage(storage: str, address: str | None) -> None:
         )
 
 
-# --------------------------------------------------------------------------- reading back
-
-
-def sweep_status(name: str, loc: Locations) -> dict[str, Any]:
-    """A sweep's state from the tracking store alone (no Ray): counts, best metric, duration."""
-    tracker = loc.tracker()
-    parent = tracker.find_sweep(name)
-    if parent is None:
-        raise SweepError(f"no sweep named {name!r} in {loc.tracking_uri} (see `headsweep list`)")
-    tags = parent.data.tags
-    children = tracker.children(parent)
-    counts: dict[str, int] = {}
-    for child in children:
-        counts[child.info.status] = counts.get(child.info.status, 0) + 1
-    metric, mode = tags.get("headsweep.metric", ""), tags.get("headsweep.mode", "max")
-    scored = [c for c in children if metric in c.data.metrics]
-    best = None
-    if scored:
-        pick = max if mode == "max" else min
-        top = pick(scored, key=lambda c: c.data.metrics[metric])
-        partner = metric.rsplit("/", 1)[0] + "/post" if metric.endswith("/pre") else ""
-        best = {
-            "run": top.info.run_name,
-            "metric": metric,
-            "value": top.data.metrics[metric],
-            "post": top.data.metrics.get(partner),
-        }
-    end = parent.info.end_time or int(time.time() * 1000)
-    return {
-        "name": name,
-        "experiment": tracker.client.get_experiment(parent.info.experiment_id).name,
-        "state": tags.get("headsweep.state", parent.info.status.lower()),
-        "trials": int(tags.get("headsweep.num_trials", len(children))),
-        "runs": counts,
-        "best": best,
-        "duration_s": (end - parent.info.start_time) / 1000,
-        "parent_run_id": parent.info.run_id,
-        "storage": tags.get("headsweep.storage", ""),
-    }
-
-
-def list_sweeps(loc: Locations) -> list[dict[str, Any]]:
-    tracker = loc.tracker()
-    rows = []
-    for parent in tracker.sweeps():
-        tags = parent.data.tags
-        rows.append(
-            {
-                "name": tags.get("headsweep.sweep", parent.info.run_name),
-                "state": tags.get("headsweep.state", parent.info.status.lower()),
-                "trials": tags.get("headsweep.num_trials", "?"),
-                "started": time.strftime(
-                    "%Y-%m-%d %H:%M", time.localtime(parent.info.start_time / 1000)
-                ),
-            }
-        )
-    return rows
+__all__ = ["Locations", "SweepError", "check_fits", "resume", "run"]

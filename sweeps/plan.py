@@ -4,12 +4,14 @@ of the base config (every view's pipeline, forward mode, optimiser, precision, p
 from __future__ import annotations
 
 import json
-from typing import Any
+
+from headsweep.config import TrialConfig
+from headsweep.configtree import flatten
+from headsweep.views import describe_view
+from sweeps.spec import SweepSpec
 
 
-def print_plan(spec: Any, name: str) -> None:
-    from headsweep.config import flatten
-
+def print_plan(spec: SweepSpec, name: str) -> None:
     res = spec.resources
     print(
         f"sweep {name}: {spec.num_trials()} trials of {spec.trainable}, search "
@@ -32,16 +34,11 @@ def print_plan(spec: Any, name: str) -> None:
     print("(dry run: nothing started)")
 
 
-def print_recipe(spec: Any) -> None:
+def print_recipe(spec: SweepSpec) -> None:
     """The resolved base config's recipe: views, forward, optimiser, precision, probes."""
-    from headsweep.config import TrialConfig
-    from trainables import TRAINABLES
-
-    cfg = TRAINABLES[spec.trainable].validate(spec.trial_config({}))
+    cfg = spec.settings({})
     if not isinstance(cfg, TrialConfig):
         return
-    from headsweep.views import describe_view
-
     a, o, t, p = cfg.aug, cfg.optim, cfg.train, cfg.probe
     shape = "symmetric" if a.symmetric else "asymmetric"
     print(f"recipe (base config): aug.recipe={a.recipe} ({shape})")

@@ -9,13 +9,27 @@ from typing import Any
 
 from ray import tune
 
-from sweeps.tracking import trial_error_text
+from headsweep import metrics as M
+from headsweep.configtree import POINT
+from sweeps.trial_logger import trial_error_text
 
 _DONE, _FAILED, _RUNNING = "TERMINATED", "ERROR", "RUNNING"
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _axis_value(config: dict[str, Any], key: str) -> Any:
+    """An axis's value in a trial: from the point Tune picked, or (a sweep stored before
+    trials were handed base + point) walked down the config itself."""
+    point = config.get(POINT)
+    if isinstance(point, dict):
+        return point.get(key, {})
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node
 
 
 class Progress(tune.Callback):
@@ -29,7 +43,7 @@ class Progress(tune.Callback):
             axes,
             every_s,
         )
-        self.partner = metric.rsplit("/", 1)[0] + "/post" if metric.endswith("/pre") else ""
+        self.partner = M.partner(metric)
         self._started = time.monotonic()
         self._last = 0.0
 
@@ -40,9 +54,7 @@ class Progress(tune.Callback):
     def _label(self, trial: Any) -> str:
         values = []
         for key in self.axes:
-            node: Any = trial.config
-            for part in key.split("."):
-                node = node.get(part, {}) if isinstance(node, dict) else {}
+            node = _axis_value(trial.config, key)
             if isinstance(node, dict):  # a mapping axis: its name, or a variant's values
                 node = node.get("name") or ",".join(
                     f"{k.split('.')[-1]}={v}" for k, v in node.items()

@@ -23,6 +23,9 @@
 A `variant` axis bundles changes across sections: each value is a mapping of dotted keys, e.g.
     variant: {grid: [{loss.name: nt_xent, model.head.preset: simclr},
                      {loss.name: barlow, model.head.preset: barlow, optim.lr: 0.3}]}
+Every axis value, a mapping, a variant or a plain value, reaches the trial config through one
+mechanism, `headsweep.configtree.apply_point`. The override language (--set, profiles, --smoke)
+is in `sweeps.overrides`.
 
 Every error is a `SpecError` naming the key and, where there is a list, the allowed values.
 """
@@ -40,31 +43,13 @@ from typing import Any
 
 import yaml
 
-from headsweep.config import build, merge
-from trainables import TRAINABLES
-from trainables.common import VARIANT, resolve_variant
+from headsweep import metrics as M
+from headsweep.configtree import VARIANT, apply_point, build
+from sweeps.overrides import TOP_KEYS, SpecError, apply_profiles, override, pin_smoke
+from trainables import TRAINABLES, Trainable, TrialSettings
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-TOP_KEYS = (
-    "name",
-    "description",
-    "trainable",
-    "base",
-    "space",
-    "search",
-    "scheduler",
-    "resources",
-    "max_concurrent",
-    "max_failures",
-    "checkpoint_every",
-    "smoke",
-    "profiles",
-)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class SpecError(ValueError):
-    """A spec that cannot run; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +112,10 @@ class SweepSpec:
     source: dict[str, Any] = field(default_factory=dict)  # the YAML as loaded, for the record
 
     @property
+    def info(self) -> Trainable:
+        return TRAINABLES[self.trainable]
+
+    @property
     def grid(self) -> list[Axis]:
         return [a for a in self.space if a.kind == "grid"]
 
@@ -145,12 +134,17 @@ class SweepSpec:
 
     def trial_config(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """The nested trial config at one point of the space (dotted key -> value)."""
-        return resolve_variant(
-            {
-                **apply_point(self.base, {k: v for k, v in point.items() if k != VARIANT}),
-                **({VARIANT: point[VARIANT]} if VARIANT in point else {}),
-            }
-        )
+        return apply_point(self.base, point)
+
+    def settings(self, point: Mapping[str, Any]) -> TrialSettings:
+        """The validated config at one point."""
+        settings: TrialSettings = self.info.parse(self.trial_config(point))
+        return settings
+
+    def default_metric(self) -> str:
+        """The metric progress and the final table focus on: the search's, else the
+        trainable's default for the base config."""
+        return self.search.metric or self.info.default_metric(self.settings({}))
 
     def points(self) -> Iterator[dict[str, Any]]:
         """Grid points in Tune's order (distribution axes shown, not sampled)."""
@@ -160,36 +154,7 @@ class SweepSpec:
                 yield {a.key: v for a, v in zip(reversed(grid), combo, strict=False)}
 
 
-def apply_point(base: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
-    """Set each dotted key; a mapping value merges into the section at that key."""
-    config = json.loads(json.dumps(base))  # a deep copy of plain data
-    for key, value in point.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        if isinstance(value, Mapping) and isinstance(node.get(leaf), Mapping):
-            node[leaf] = merge(node[leaf], value)
-        else:
-            node[leaf] = value
-    return config
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` items; values are YAML (numbers, lists, true/false, strings)."""
-    overrides = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
-        try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise SpecError(f"--set {key}: cannot parse {text!r} ({exc})") from None
-    return overrides
 
 
 def load_spec(
@@ -223,19 +188,8 @@ def parse_spec(
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise SpecError(f"unknown spec key '{unknown[0]}' (allowed: {', '.join(TOP_KEYS)})")
-    profile_table = raw.get("profiles") or {}
-    if not isinstance(profile_table, dict):
-        raise SpecError("profiles: expected a mapping of profile name to overrides")
-    for profile in profiles:
-        if profile not in profile_table:
-            raise SpecError(
-                f"--profile {profile}: unknown profile "
-                f"(this spec has: {', '.join(profile_table) or 'none'})"
-            )
-        if not isinstance(profile_table[profile], dict):
-            raise SpecError(f"profiles.{profile}: expected a mapping of dotted keys to values")
-        raw = _override(raw, profile_table[profile])
-    raw = _override(raw, overrides or {})
+    raw = apply_profiles(raw, list(profiles))
+    raw = override(raw, overrides or {})
     raw.pop("profiles", None)  # applied: the stored spec is what ran
     trainable = _require(raw, "trainable", str)
     if trainable not in TRAINABLES:
@@ -253,21 +207,7 @@ def parse_spec(
     if not isinstance(space_raw, dict):
         raise SpecError("space: expected a mapping of dotted keys to distributions")
     if smoke:  # pinned over everything: axes and variants cannot undo the shrinking
-        pinned = {**info.smoke, **smoke_overrides}
-        base = apply_point(base, pinned)
-        space_raw = {k: v for k, v in space_raw.items() if k not in pinned}
-        if isinstance(space_raw.get(VARIANT), dict):
-            space_raw[VARIANT] = {
-                kind: [
-                    {k: v for k, v in variant.items() if k not in pinned}
-                    if isinstance(variant, dict)
-                    else variant
-                    for variant in values
-                ]
-                if isinstance(values, list)
-                else values
-                for kind, values in space_raw[VARIANT].items()
-            }
+        base, space_raw = pin_smoke(base, space_raw, {**info.smoke, **smoke_overrides})
     name = _require(raw, "name", str)
     if not NAME.match(name):
         raise SpecError(f"name: {name!r} must be 1-100 letters, digits, '_', '-' or '.'")
@@ -288,30 +228,6 @@ def parse_spec(
     )
     _validate(spec)
     return spec
-
-
-def _override(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply `--set`-style overrides: `space.KEY` sets (or, with null, removes) an axis; keys
-    of spec sections (search.num_samples, resources.cpu, ...) change the spec; any other key
-    pins a trial-config key in `base` and removes it from the space if it was swept."""
-    raw = dict(raw)
-    for key, value in overrides.items():
-        head = key.split(".")[0]
-        if head == "space" and "." in key:
-            space = dict(raw.get("space") or {})
-            axis = key.split(".", 1)[1]
-            if value is None:
-                space.pop(axis, None)
-            else:
-                space[axis] = value
-            raw["space"] = space
-        elif head in TOP_KEYS and head not in ("base", "space"):
-            raw = apply_point(raw, {key: value})
-        else:
-            pinned = key.removeprefix("base.")
-            raw["base"] = apply_point(raw.get("base") or {}, {pinned: value})
-            raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k != pinned}
-    return raw
 
 
 def _require(raw: Mapping[str, Any], key: str, kind: type) -> Any:
@@ -400,15 +316,14 @@ def config_warnings(spec: SweepSpec) -> list[str]:
     """Distinct warnings of the base config and every grid point (see TrialConfig.warnings)."""
     found: dict[str, None] = {}
     for point in itertools.islice(itertools.chain([{}], spec.points()), 2000):
-        config = TRAINABLES[spec.trainable].validate(spec.trial_config(point))
-        for text in getattr(config, "warnings", list)():
+        for text in spec.settings(point).warnings():
             found[text] = None
     return list(found)
 
 
-def _check_config(spec: SweepSpec, point: Mapping[str, Any], origin: str) -> Any:
+def _check_config(spec: SweepSpec, point: Mapping[str, Any], origin: str) -> TrialSettings:
     try:
-        return TRAINABLES[spec.trainable].validate(spec.trial_config(point))
+        return spec.settings(point)
     except ValueError as exc:
         raise SpecError(f"{origin}: {exc}") from None
 
@@ -439,7 +354,7 @@ def _validate(spec: SweepSpec) -> None:
     if sched.name == "asha":
         if not sched.metric:
             raise SpecError("scheduler.metric: required for scheduler.name=asha")
-        if not sched.metric.startswith(("online/", "train/")):
+        if not M.per_epoch(sched.metric):
             raise SpecError(
                 f"scheduler.metric: {sched.metric!r} is only known at the end of a "
                 "trial; ASHA needs a per-epoch metric (online/... or train/...)"
@@ -465,39 +380,10 @@ def _validate(spec: SweepSpec) -> None:
             _check_metric(spec, key, metric, example)
 
 
-def _check_metric(spec: SweepSpec, key: str, metric: str, example: Any) -> None:
-    if spec.trainable == "synthetic":
-        if not metric.startswith(("synthetic/", "probe/feature", "train/")):
-            raise SpecError(
-                f"{key}: {metric!r} is not reported by the synthetic trainable "
-                "(synthetic/..., probe/feature<k>/pre|post|gap, train/loss)"
-            )
-        return
-    from headsweep.data import targets_of
-
-    targets = targets_of(example.data)
-    parts = metric.split("/")
-    if parts[0] in ("probe", "online") and len(parts) == 3:
-        if parts[1] not in targets:
-            raise SpecError(
-                f"{key}: unknown target {parts[1]!r} in {metric!r} (allowed: {', '.join(targets)})"
-            )
-        return
-    if parts[0] == "train" and len(parts) == 2:
-        return
-    raise SpecError(
-        f"{key}: {metric!r} is not a reported metric (use probe/<target>/pre|post|"
-        f"gap, online/<target>/pre|post|gap or train/...; targets: "
-        f"{', '.join(targets)})"
-    )
+def _check_metric(spec: SweepSpec, key: str, metric: str, example: TrialSettings) -> None:
+    problem = spec.info.check_metric(metric, example)
+    if problem:
+        raise SpecError(f"{key}: {problem}")
 
 
-__all__ = [
-    "Axis",
-    "SpecError",
-    "SweepSpec",
-    "apply_point",
-    "load_spec",
-    "parse_overrides",
-    "parse_spec",
-]
+__all__ = ["Axis", "SpecError", "SweepSpec", "load_spec", "parse_spec"]

@@ -1,10 +1,10 @@
 """MLflow tracking for sweeps: one experiment per spec name, one parent run per sweep, one child
 run per trial (tag ``mlflow.parentRunId``).
 
-All logging happens in the driver (a Tune callback), so only the driver needs to reach the
-tracking store: a local SQLite file or an MLflow server. The parent run doubles as the sweep's
-record (storage path, trainable, metric as tags), so `list`, `status` and `resume` work from any
-machine that sees the same tracking store, without Ray.
+All logging happens in the driver (a Tune callback, `sweeps.trial_logger`), so only the driver
+needs to reach the tracking store: a local SQLite file or an MLflow server. The parent run
+doubles as the sweep's record (storage path, trainable, metric as tags), so `list`, `status`,
+`analyze` and `resume` work from any machine that sees the same tracking store, without Ray.
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ import logging
 import os
 import platform
 import subprocess
-import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Param, Run
 from mlflow.tracking import MlflowClient
-from ray import tune
-
-from headsweep.config import flatten
-from trainables.common import resolve_variant
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +49,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail early, with the address, when an MLflow server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
             if reply.status == 200:
@@ -111,10 +105,7 @@ def versions() -> dict[str, str]:
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     """Params in batches of 100 (MLflow's limit); lists and mappings as JSON."""
-    items = [
-        Param(k[:250], (json.dumps(v) if isinstance(v, list | dict) else str(v))[:MAX_PARAM])
-        for k, v in params.items()
-    ]
+    items = [Param(k[:250], param_text(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
 
@@ -196,122 +187,16 @@ class Tracker:
         return run.info.run_id
 
 
-class MLflowTrialLogger(tune.Callback):
-    """Tune callback (runs in the driver): child run per trial, params = flat trial config,
-    metrics per report (step = epoch), FINISHED or FAILED with the error text.
-
-    Finds a trial's run by its trial-id tag before creating one, so a resumed sweep reuses its
-    child runs. Picklable (Tune stores callbacks with the experiment for `Tuner.restore`): the
-    client is created lazily and not pickled."""
-
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, sweep: str) -> None:
-        self.uri, self.experiment_id, self.parent_run_id, self.sweep = (
-            uri,
-            experiment_id,
-            parent_run_id,
-            sweep,
-        )
-        self._client: MlflowClient | None = None
-        self._runs: dict[str, str] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_runs": {}}
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(self.uri)
-        return self._client
-
-    def run_id(self, trial: Any) -> str:
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{PARENT}` = '{self.parent_run_id}' and tags.`{TRIAL_ID}` = '{trial.trial_id}'",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=str(trial),
-                tags={
-                    PARENT: self.parent_run_id,
-                    TRIAL_ID: trial.trial_id,
-                    SWEEP: self.sweep,
-                    ROLE: "trial",
-                },
-            )
-            run_id = run.info.run_id
-            log_params(self.client, run_id, flatten(resolve_variant(trial.config)))
-        self._runs[trial.trial_id] = run_id
-        return run_id
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_id(trial)
-
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-    ) -> None:
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, step) for k, v in flatten(result).items() if _reportable(k, v)
-        ]
-        for start in range(0, len(metrics), 900):
-            self.client.log_batch(self.run_id(trial), metrics=metrics[start : start + 900])
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.client.set_terminated(self.run_id(trial), "FINISHED")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
-        self.client.set_tag(run_id, "headsweep.retries", str(trial.num_failures))
-        self.client.log_text(
-            run_id, trial_error_text(trial), f"errors/attempt_{trial.num_failures}.txt"
-        )
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
-        text = trial_error_text(trial)
-        self.client.set_tag(run_id, ERROR, text[-MAX_TAG:])
-        self.client.log_text(run_id, text, "error.txt")
-        self.client.set_terminated(run_id, "FAILED")
+def param_text(value: Any) -> str:
+    """A config value as an MLflow param: lists and mappings as JSON, anything else as str."""
+    return (json.dumps(value) if isinstance(value, list | dict) else str(value))[:MAX_PARAM]
 
 
-_TUNE_BOOKKEEPING = {
-    "timestamp",
-    "pid",
-    "time_since_restore",
-    "iterations_since_restore",
-    "time_total_s",
-    "time_this_iter_s",
-    "done",
-    "training_iteration",
-}
+def __getattr__(name: str) -> Any:
+    # Sweeps stored before the callback moved to sweeps.trial_logger pickled it under this
+    # module; `headsweep resume` of such a sweep unpickles it from here (imports Ray: lazily).
+    if name == "MLflowTrialLogger":
+        from sweeps.trial_logger import MLflowTrialLogger
 
-
-def _reportable(key: str, value: Any) -> bool:
-    if key in _TUNE_BOOKKEEPING or key.startswith("config/"):
-        return False
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value == value
-        and (abs(value) != float("inf"))
-    )
-
-
-def trial_error_text(trial: Any) -> str:
-    """The traceback Tune stored for a failed trial."""
-    path = trial.error_file or ""
-    try:
-        if path and os.path.exists(path):
-            return Path(path).read_text()
-    except OSError:
-        pass
-    error = trial.get_error()
-    return str(error) if error is not None else "trial failed (no error recorded)"
+        return MLflowTrialLogger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,21 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.spec import SweepSpec, apply_point
-from trainables import TRAINABLES
+from headsweep import metrics as M
+from headsweep.configtree import BASE, POINT, plain
+from sweeps.spec import Axis, SweepSpec
 
 
-def _domain(spec: SweepSpec, axis: Any) -> Any:
+def _domain(axis: Axis) -> Any:
     if axis.kind in ("grid", "choice"):
-        # A mapping value is merged into the base section here, so the trial gets it whole.
-        values = [
-            _subtree(apply_point(spec.base, {axis.key: v}), axis.key) if isinstance(v, dict) else v
-            for v in axis.values
-        ]
+        values = list(axis.values)
         return tune.grid_search(values) if axis.kind == "grid" else tune.choice(values)
     if axis.kind == "uniform":
         return tune.uniform(axis.low, axis.high)
@@ -29,24 +28,12 @@ def _domain(spec: SweepSpec, axis: Any) -> Any:
     return tune.randint(int(axis.low), int(axis.high))
 
 
-def _subtree(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """The base config with each swept key replaced by its Tune domain (nested, as trials see
-    it)."""
-    space = apply_point(spec.base, {})
-    for axis in spec.space:
-        *parents, leaf = axis.key.split(".")
-        node = space
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _domain(spec, axis)
-    return space
+    """What every trial is handed: the base config and the point Tune picks, one domain per
+    axis under its dotted key. The trial resolves it with `headsweep.configtree.resolve`, the
+    same `apply_point` that `SweepSpec.trial_config` uses, so mapping values and variants merge
+    the same way everywhere."""
+    return {BASE: plain(spec.base), POINT: {axis.key: _domain(axis) for axis in spec.space}}
 
 
 class FinalMetricOptunaSearch(OptunaSearch):
@@ -61,8 +48,6 @@ class FinalMetricOptunaSearch(OptunaSearch):
 def searcher(spec: SweepSpec, study_storage: Path | None, study_name: str) -> Searcher | None:
     s = spec.search
     if s.algorithm == "optuna":
-        import optuna
-
         sampler = (
             optuna.samplers.GPSampler(seed=s.seed)
             if s.sampler == "gp"
@@ -91,8 +76,6 @@ def scheduler(spec: SweepSpec) -> Any:
     sched = spec.scheduler
     if sched.name != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     epochs = int(spec.base.get("train", {}).get("epochs", 10))
     for axis in spec.space:
         if axis.key == "train.epochs":
@@ -100,7 +83,7 @@ def scheduler(spec: SweepSpec) -> Any:
     # time_attr "epoch" with max_t one past the last epoch: ASHA may stop a trial at a rung but
     # never kills it at its last epoch, before the final probes are reported.
     return ASHAScheduler(
-        time_attr="epoch",
+        time_attr=M.EPOCH,
         metric=sched.metric,
         mode=sched.mode,
         max_t=epochs + 1,
@@ -110,8 +93,7 @@ def scheduler(spec: SweepSpec) -> Any:
 
 
 def trainable(spec: SweepSpec) -> Any:
-    info = TRAINABLES[spec.trainable]
-    fn = tune.with_parameters(info.fn, checkpoint_every=spec.checkpoint_every)
+    fn = tune.with_parameters(spec.info.fn, checkpoint_every=spec.checkpoint_every)
     return tune.with_resources(fn, spec.resources.as_tune())
 
 

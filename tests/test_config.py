@@ -1,6 +1,7 @@
 import pytest
 
-from headsweep.config import HEAD_PRESETS, TrialConfig, flatten, unflatten
+from headsweep.config import HEAD_PRESETS, TrialConfig
+from headsweep.configtree import flatten, unflatten
 
 
 def test_defaults_round_trip():

@@ -5,7 +5,8 @@ import copy
 import pytest
 
 from sweeps.driver import check_fits
-from sweeps.spec import SpecError, load_spec, parse_overrides, parse_spec
+from sweeps.overrides import parse_overrides
+from sweeps.spec import SpecError, load_spec, parse_spec
 
 BASE = {
     "name": "t",

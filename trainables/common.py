@@ -1,32 +1,32 @@
-"""What every trainable does at the Ray boundary: size torch to the trial's resources and turn
-a headsweep `on_epoch` callback into `tune.report` calls."""
+"""What every trainable does at the Ray boundary: size torch to the trial's resources, turn a
+headsweep `on_epoch` callback into `tune.report` calls, and checkpoint with the resolved config
+(and, at the end, the trial's record) beside the state."""
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import ray
 import torch
 from ray import tune
+
+from headsweep import load_checkpoint
+from headsweep.atomic import write_text
+from headsweep.record import CONFIG_FILE, FILE, TrialRecord
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-VARIANT = "variant"  # a spec axis whose values bundle dotted-key overrides across sections
 
 
-def resolve_variant(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial config as Tune hands it over, with its `variant` bundle (if any) applied."""
-    from headsweep.config import merge, unflatten
-
-    config = dict(config)
-    variant = config.pop(VARIANT, None)
-    return merge(config, unflatten(variant)) if variant else config
+class Saveable(Protocol):
+    def save(self, path: str | os.PathLike[str]) -> None: ...
 
 
 def use_trial_resources() -> dict[str, float]:
@@ -42,9 +42,8 @@ def use_trial_resources() -> dict[str, float]:
 
 def node_id() -> str:
     """The Ray node this trial runs on (recorded so results show where each trial ran)."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
+    node: str = ray.get_runtime_context().get_node_id()
+    return node
 
 
 def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -57,19 +56,31 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def report(
-    metrics: Mapping[str, Any], state: Any = None, extra_files: Mapping[str, str] = ()
+    metrics: Mapping[str, Any],
+    state: Saveable | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> None:
-    """tune.report, with a checkpoint directory holding `state.save(...)` when a state is given
-    (and any small text files, e.g. the final result as JSON)."""
-    if state is None and not extra_files:
+    """tune.report, with a checkpoint directory when a state or files are given: the state as
+    `state.save(...)` writes it, and small text files (the resolved config, the record)."""
+    if state is None and not files:
         tune.report(dict(metrics))
         return
     with tempfile.TemporaryDirectory() as tmp:
         if state is not None:
             state.save(Path(tmp) / STATE_FILE)
-        for name, text in dict(extra_files).items():
-            (Path(tmp) / name).write_text(text)
+        for name, text in (files or {}).items():
+            write_text(Path(tmp) / name, text)
         tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def config_file(config: Mapping[str, Any]) -> dict[str, str]:
+    """The resolved config as the file saved beside every checkpoint."""
+    return {CONFIG_FILE: json.dumps(config, indent=1)}
+
+
+def final_files(record: TrialRecord) -> dict[str, str]:
+    """What the final checkpoint holds besides the state: the record and the config."""
+    return {FILE: record.to_json(), **config_file(record.config)}
 
 
 def restored_state() -> dict[str, Any] | None:
@@ -81,15 +92,6 @@ def restored_state() -> dict[str, Any] | None:
         path = os.path.join(directory, STATE_FILE)
         if not os.path.exists(path):
             return None
-        from headsweep import load_checkpoint
-
         state = load_checkpoint(path)
     log.info("resuming from checkpoint at epoch %s", state.get("epoch"))
     return state
-
-
-def check_finite(metrics: Mapping[str, float], keys: tuple[str, ...]) -> None:
-    for key in keys:
-        value = metrics.get(key)
-        if value is not None and not math.isfinite(value):
-            raise FloatingPointError(f"{key} became {value}")

@@ -1,25 +1,32 @@
 """The `contrastive` trainable: one `headsweep.pretrain` trial under Tune.
 
 Reports every epoch (training metrics and the cheap online probe), checkpoints every
-`checkpoint_every` epochs and at the end, resumes from Tune's checkpoint, and reports the final
-probe table as the last result. Exceptions propagate: Tune records the failure and retries."""
+`checkpoint_every` epochs and at the end (state, resolved config), resumes from Tune's
+checkpoint, and reports the final metrics with the trial's record (`record.json`) in the last
+checkpoint. Exceptions propagate: Tune records the failure and retries."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from headsweep import TrialConfig, pretrain
+from headsweep import TrainState, TrialConfig, TrialResult, pretrain
 from headsweep import metrics as M
+from headsweep.configtree import resolve
+from headsweep.data import targets_of
+from headsweep.record import ProbeRow, TrialRecord
 from trainables.common import (
+    config_file,
+    final_files,
     node_id,
     numeric,
     report,
-    resolve_variant,
     restored_state,
     use_trial_resources,
 )
 
+NAME = "contrastive"
+SEED_KEY = "train.seed"
 # --smoke: every trial shrunk to seconds (tiny data, one epoch).
 SMOKE = {
     "data.n_train": 256,
@@ -29,33 +36,83 @@ SMOKE = {
     "probe.steps": 50,
     "probe.online_n": 64,
 }
+EpochHook = Callable[[int, dict[str, float]], None]
 
 
-def validate(config: dict[str, Any]) -> TrialConfig:
-    return TrialConfig.from_dict(resolve_variant(config))
+def parse(config: Mapping[str, Any]) -> TrialConfig:
+    """The validated config of a nested trial config (defaults filled in)."""
+    return TrialConfig.from_dict(config)
+
+
+def record_of(
+    result: TrialResult, resources: Mapping[str, float] | None = None, node: str = ""
+) -> TrialRecord:
+    return TrialRecord(
+        trainable=NAME,
+        config=result.config,
+        metrics=dict(result.metrics),
+        probes=[ProbeRow.from_dict(row) for row in result.probes],
+        history=[dict(row) for row in result.history],
+        timings=dict(result.timings),
+        device=result.device,
+        steps=int(result.metrics.get(M.STEPS, 0)),
+        resources=dict(resources or {}),
+        node_id=node,
+    )
+
+
+def run_local(cfg: TrialConfig, on_epoch: EpochHook | None = None) -> TrialRecord:
+    """One trial in-process, without Ray (`headsweep trial`, `headsweep calibrate`)."""
+
+    def hook(epoch: int, metrics: dict[str, float], state: TrainState) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
+    return record_of(pretrain(cfg, on_epoch=hook))
+
+
+def default_metric(cfg: TrialConfig) -> str:
+    """The pre probe of the data's last target (the digit where there is one)."""
+    return M.probe(targets_of(cfg.data)[-1], "pre")
+
+
+def check_metric(metric: str, cfg: TrialConfig) -> str:
+    """ "" when a trial of `cfg` reports `metric`, else why not."""
+    targets = targets_of(cfg.data)
+    parsed = M.parse(metric)
+    if parsed is not None and parsed.kind in ("probe", "online", "linear") and parsed.tap:
+        if parsed.target not in targets:
+            return f"unknown target {parsed.target!r} in {metric!r} (allowed: {', '.join(targets)})"
+        return ""
+    if parsed is not None and parsed.kind == "train":
+        return ""
+    return (
+        f"{metric!r} is not a reported metric (use probe/<target>/pre|post|"
+        f"gap, online/<target>/pre|post|gap or train/...; targets: "
+        f"{', '.join(targets)})"
+    )
 
 
 def contrastive(config: dict[str, Any], checkpoint_every: int = 1) -> None:
-    cfg = validate(config)
+    cfg = parse(resolve(config))
     granted = use_trial_resources()
     epochs = cfg.train.epochs
     restored = restored_state()
     # Recorded in every report, so a resumed trial shows where it picked up.
     resumed_from = float(restored["epoch"]) if restored else 0.0
+    resolved = config_file(cfg.to_dict())
 
-    def on_epoch(epoch: int, metrics: dict[str, float], state: Any) -> None:
-        due = checkpoint_every and (epoch % checkpoint_every == 0 or epoch == epochs)
-        report({**numeric(metrics), "resumed_from_epoch": resumed_from}, state if due else None)
+    def on_epoch(epoch: int, metrics: dict[str, float], state: TrainState) -> None:
+        due = bool(checkpoint_every) and (epoch % checkpoint_every == 0 or epoch == epochs)
+        values = {**numeric(metrics), M.RESUMED_FROM: resumed_from}
+        report(values, state if due else None, resolved if due else None)
 
     result = pretrain(cfg, on_epoch=on_epoch, resume=restored)
-    final = numeric(result.metrics)
-    for row in result.probes:
-        final[f"dim/{row['tap']}"] = row["dim"]
-    final.update({f"time/{k}": v for k, v in result.timings.items()})
-    final["resources/cpu"], final["resources/gpu"] = granted["cpu"], granted["gpu"]
+    node = node_id()
+    record = record_of(result, granted, node)
+    final: dict[str, Any] = numeric(record.table_metrics())
     final[M.EPOCH] = epochs
-    final["resumed_from_epoch"] = resumed_from
-    final["done"] = 1.0
-    final["node_id"] = node_id()  # type: ignore[assignment]  # a string, kept out of MLflow
-    summary = {"probes": result.probes, "timings": result.timings, "device": result.device}
-    report(final, extra_files={"result.json": json.dumps(summary, indent=1)})
+    final[M.RESUMED_FROM] = resumed_from
+    final[M.DONE] = 1.0
+    final[M.NODE_ID] = node  # a string, kept out of MLflow
+    report(final, files=final_files(record))

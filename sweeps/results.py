@@ -1,0 +1,205 @@
+"""Reading a sweep back, with no Ray running and after the cluster is gone: every trial from
+Tune's experiment directory (its config in params.json, every report in result.json, its record
+in the final checkpoint; local, s3:// or gs:// through pyarrow.fs) joined with the MLflow child
+runs (status, error text); then the analysis (`analysis.report.analyze`) and its outputs logged
+to the sweep's parent run; and two sweeps compared.
+
+Failed and unfinished trials are kept, with their status, never dropped. Sweeps stored before
+trials wrote records are read through `sweeps.legacy`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from mlflow.entities import Run
+
+from analysis.report import TABLES, Summary, analyze, compare_text, headline
+from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, Trial
+from headsweep import metrics as M
+from headsweep.record import FILE, RecordError, TrialRecord
+from sweeps.legacy import record_from_report
+from sweeps.locations import Locations, SweepError
+from sweeps.tracking import ERROR, TRIAL_ID, Tracker
+from trainables import TRAINABLES, Trainable
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoint_dir_name"  # the key of a Tune result naming its checkpoint
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        fs, root = pafs.FileSystem.from_uri(path)
+        return fs, root
+    return pafs.LocalFileSystem(), path
+
+
+def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
+    try:
+        with fs.open_input_stream(path) as stream:
+            text: str = stream.read().decode()
+            return text
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _status(final: dict[str, Any], run: Run | None) -> str:
+    mlflow_status = run.info.status if run is not None else ""
+    if mlflow_status == "FAILED":
+        return FAILED
+    if final.get(M.DONE):
+        return FINISHED
+    if mlflow_status == "FINISHED":  # ended without its final report: stopped by the scheduler
+        return STOPPED
+    return RUNNING if mlflow_status in ("", "RUNNING", "SCHEDULED") else FAILED
+
+
+def _record(
+    fs: pafs.FileSystem, trial_dir: str, info: Trainable, config: dict[str, Any], reports: list
+) -> TrialRecord:
+    """The record the trainable wrote beside its final checkpoint; for a sweep stored before
+    records existed, one rebuilt from its reports."""
+    final = reports[-1]
+    checkpoint = final.get(CHECKPOINT_DIR)
+    text = _read_text(fs, f"{trial_dir}/{checkpoint}/{FILE}") if checkpoint else None
+    if text is None:
+        return record_from_report(info.name, config, final, reports[:-1])
+    try:
+        return TrialRecord.from_json(text)
+    except RecordError as exc:
+        raise SweepError(f"{trial_dir}/{checkpoint}/{FILE}: {exc}") from None
+
+
+def collect(
+    experiment_path: str,
+    info: Trainable,
+    tracker: Tracker | None = None,
+    parent: Run | None = None,
+) -> list[Trial]:
+    """All trials under a Tune experiment path, sorted by trial id."""
+    fs, root = _filesystem(experiment_path)
+    runs: dict[str, Run] = {}
+    if tracker is not None and parent is not None:
+        runs = {run.data.tags.get(TRIAL_ID, ""): run for run in tracker.children(parent)}
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    except FileNotFoundError:
+        entries = []
+    trials = []
+    for entry in sorted(entries, key=lambda e: e.path):
+        if entry.type != pafs.FileType.Directory:
+            continue
+        params = _read_text(fs, f"{entry.path}/params.json")
+        if params is None:
+            continue
+        trial_id = "_".join(entry.base_name.rsplit("_", 2)[-2:])  # see sweeps.tuner.trial_dirname
+        reports = [
+            json.loads(line)
+            for line in (_read_text(fs, f"{entry.path}/result.json") or "").splitlines()
+            if line.strip()
+        ]
+        final = reports[-1] if reports else {}
+        reported = [r for r in reports if not r.get(M.DONE)]  # the final report has the probes
+        run = runs.get(trial_id)
+        status = _status(final, run)
+        config = info.flat_config(json.loads(params))
+        record = _record(fs, entry.path, info, config, reports) if status == FINISHED else None
+        trials.append(
+            Trial(
+                trial_id=trial_id,
+                status=status,
+                config=record.flat_config() if record is not None else config,
+                seed=int(config.get(info.seed_key, 0)),
+                record=record,
+                reported=reported,
+                last=final,
+                epoch_times={
+                    int(r[M.EPOCH]): float(r.get("time_total_s", math.nan))
+                    for r in reported
+                    if M.EPOCH in r
+                },
+                epochs_done=int(final.get(M.EPOCH, len(reported)) or 0),
+                wall_time_s=float(final.get("time_total_s", math.nan)),
+                node_ip=final.get("node_ip"),
+                node_id=final.get(M.NODE_ID),
+                error=run.data.tags.get(ERROR, "") if run is not None else "",
+                run_id=run.info.run_id if run is not None else "",
+            )
+        )
+    return sorted(trials, key=lambda t: t.trial_id)
+
+
+def _parent(name: str, loc: Locations) -> tuple[Tracker, Run]:
+    tracker = loc.tracker()
+    parent = tracker.find_sweep(name)
+    if parent is None:
+        raise SweepError(f"no sweep named {name!r} in {loc.tracking_uri} (see `headsweep list`)")
+    return tracker, parent
+
+
+def analyze_sweep(name: str, loc: Locations, log_to_mlflow: bool = True) -> Summary:
+    """Collect, tabulate, draw and log one sweep (finished, running, or all failed)."""
+    tracker, parent = _parent(name, loc)
+    tags = parent.data.tags
+    path = f"{tags['headsweep.storage'].rstrip('/')}/{name}"
+    info = TRAINABLES[tags["headsweep.trainable"]]
+    trials = collect(path, info, tracker, parent)
+    meta = {
+        "sweep": name,
+        "spec_hash": tags.get("headsweep.spec_hash", ""),
+        "git_revision": tags.get("mlflow.source.git.commit", "unknown"),
+        "experiment_path": path,
+    }
+    summary = analyze(
+        name,
+        trials,
+        loc.tables(name),
+        experiment=tracker.client.get_experiment(parent.info.experiment_id).name,
+        seed_key=info.seed_key,
+        meta=meta,
+    )
+    if log_to_mlflow:
+        _log_to_parent(tracker, parent, summary)
+    return summary
+
+
+def _log_to_parent(tracker: Tracker, parent: Run, summary: Summary) -> None:
+    """Tables, figures and summary.md as artifacts (overwritten in place); headline metrics
+    logged only when their value changed, so re-running adds no duplicate history."""
+    client, run_id, directory = tracker.client, parent.info.run_id, summary.directory
+    for name in TABLES:
+        client.log_artifact(run_id, str(directory / f"{name}.parquet"), "analysis/tables")
+    for path in summary.figures:
+        client.log_artifact(run_id, str(path), "analysis/figures")
+    client.log_artifact(run_id, str(directory / "summary.md"), "analysis")
+    metrics, tags = headline(summary)
+    current = client.get_run(run_id).data
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            continue
+        if key not in current.metrics or not math.isclose(current.metrics[key], value):
+            client.log_metric(run_id, key, value)
+    for key, text in tags.items():
+        if current.tags.get(key) != text:
+            client.set_tag(run_id, key, text)
+
+
+def read_gaps(name: str, loc: Locations) -> tuple[pd.DataFrame, list[str]]:
+    path = loc.tables(name) / "gaps.parquet"
+    if not path.exists():
+        analyze_sweep(name, loc)
+    table = pq.read_table(path)
+    return table.to_pandas(), json.loads(table.schema.metadata[b"settings"])
+
+
+def compare_sweeps(a: str, b: str, loc: Locations) -> str:
+    """The gap tables of two sweeps side by side, joined on their shared setting columns."""
+    gaps_a, settings_a = read_gaps(a, loc)
+    gaps_b, settings_b = read_gaps(b, loc)
+    return compare_text(a, gaps_a, settings_a, b, gaps_b, settings_b)
