@@ -1,11 +1,14 @@
 """Two-view augmentation speed: headsweep's batched pipeline against the papers' reference.
 
-    python -m benchmarks.run            # make bench; ~1-2 min on 2 CPU cores
+    python -m benchmarks.run            # make bench; ~3-4 min on 2 CPU cores
     python -m benchmarks.run --quick    # smoke run, a few seconds of timing
     python -m benchmarks.run --wait-load 0.3   # first wait for a quiet machine (up to 10 min)
+    python -m benchmarks.run --section simclr  # only the simclr_cifar comparison
 
-One process measures, on the same data (`digits_on_texture`, the digit composed in both
-pipelines, p_drop 0.5) and the same recipe (pad-and-crop 4, flip 0.5, colour jitter
+One process measures two sections on the same data (`digits_on_texture`, the digit composed in
+every pipeline, p_drop 0.5).
+
+Section `sas` (recipe `sas_digits` with pad-and-crop 4: flip 0.5, colour jitter
 (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2, normalize):
 
   reference   torchvision per-sample transforms on PIL images (RandomCrop(32, padding=4),
@@ -18,12 +21,25 @@ pipelines, p_drop 0.5) and the same recipe (pad-and-crop 4, flip 0.5, colour jit
               forward and backward, NT-Xent, Adam step, per-step metrics), fed by the batched
               views and, with `two_views` swapped for the reference loader, by the reference.
 
+Section `simclr` (recipe `simclr_cifar`, [O]'s SimCLR CIFAR views: RandomResizedCrop(32,
+(0.08, 1), bicubic), ColorJitter(0.8, 0.8, 0.8, 0.2) p 0.8, grayscale 0.2, Gaussian blur
+sigma U(0.1, 2) p 0.5, flip 0.5, normalize), side by side:
+
+  reference   the same DataLoader as above with solo-learn's per-sample transforms on PIL
+              images (its blur: PIL ImageFilter.GaussianBlur(radius=sigma)).
+  batched     headsweep.views.two_views, 2 threads and 1 thread.
+  kornia      kornia.augmentation.AugmentationSequential (per-sample parameters) on the composed
+              float batch of 2B views, 2 threads; both of its crop modes.
+  v2 batch    torchvision.transforms.v2.Compose called on the composed float batch: it draws ONE
+              parameter set per call and applies it to every view of the batch, so its views
+              are not per-sample augmentations (measured only to show what it would cost).
+
 Every figure is a median over repeats of a timed window (throughput = views / wall seconds).
 Other processes on a 2-core machine change the numbers a lot (with 2 torch threads, a busy
 second core can slow the batched pipeline 10-30x), so each measurement records the share of the
 CPU that other processes used meanwhile ("others' CPU", from /proc) next to the load average:
 trust rows where it is near 0%. Results: a table on stdout, benchmarks/results/latest.json and
-latest.md; BENCHMARKS.md has the recorded run and what differs between the pipelines.
+latest.md; BENCHMARKS.md has the recorded runs and what differs between the pipelines.
 """
 
 from __future__ import annotations
@@ -48,15 +64,16 @@ import numpy as np
 import torch
 import torchvision
 import torchvision.transforms as T
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, RandomSampler
 
 from headsweep import train as train_module
 from headsweep.config import AugConfig, TrialConfig
 from headsweep.data import Dataset, Split, load_dataset
-from headsweep.views import MEAN, STD, two_views
+from headsweep.views import SIGMA, compose, stats, two_views
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = ("sas", "simclr")
 
 
 @dataclass(frozen=True)
@@ -74,19 +91,16 @@ class Settings:
 QUICK = Settings(batch=256, repeats=2, ref_window=2, batched_window=3, step_batches=2, n_train=2048)
 
 
-def trial_config(s: Settings) -> TrialConfig:
-    """The benchmarked recipe: SimCLR views of SCIENCE.md §4.2 plus the CIFAR pad-and-crop."""
+def trial_config(s: Settings, recipe: str = "sas_digits") -> TrialConfig:
+    """The benchmarked recipe: `sas_digits` (SCIENCE.md §4.2) plus the CIFAR pad-and-crop 4 (the
+    recipe of the earlier runs in BENCHMARKS.md), or a named recipe as it is."""
+    aug: dict[str, Any] = {"recipe": recipe, "p_drop": 0.5}
+    if recipe == "sas_digits":
+        aug |= {"view1": {"crop_pad": 4}, "view2": {"crop_pad": 4}}
     return TrialConfig.from_dict(
         {
             "data": {"name": "digits_on_texture", "n_train": s.n_train, "n_test": s.batch},
-            "aug": {
-                "p_drop": 0.5,
-                "crop_pad": 4,
-                "flip": 0.5,
-                "jitter": [0.4, 0.4, 0.4, 0.1],
-                "jitter_p": 0.8,
-                "gray_p": 0.2,
-            },
+            "aug": aug,
             "model": {"backbone": "small_cnn"},
             "train": {"batch_size": s.batch, "threads": s.threads, "device": "cpu", "epochs": 1000},
             "probe": {"online_n": 0},
@@ -97,33 +111,50 @@ def trial_config(s: Settings) -> TrialConfig:
 # --------------------------------------------------------------------------- reference
 
 
-def reference_transform(aug: AugConfig, size: int) -> T.Compose:
-    """torchvision's per-sample recipe, built from the same AugConfig."""
-    ops: list[Any] = [T.RandomCrop(size, padding=aug.crop_pad)] if aug.crop_pad else []
-    ops += [
-        T.RandomHorizontalFlip(aug.flip),
-        T.RandomApply([T.ColorJitter(*aug.jitter)], p=aug.jitter_p),
-        T.RandomGrayscale(aug.gray_p),
-        T.ToTensor(),
-        T.Normalize(MEAN, STD),
-    ]
+class PILGaussianBlur:
+    """solo-learn's blur: PIL's GaussianBlur with radius sigma ~ U(0.1, 2.0)."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        sigma = float(torch.empty(1).uniform_(*SIGMA))
+        return img.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+
+def reference_transform(view: Any, size: int, data: Any) -> T.Compose:
+    """torchvision's per-sample recipe for one view (a ViewConfig), in solo-learn's order."""
+    if view.resized_crop:
+        scale = (view.crop_min_scale, view.crop_max_scale)
+        bicubic = T.InterpolationMode.BICUBIC
+        ops: list[Any] = [T.RandomResizedCrop(size, scale=scale, interpolation=bicubic)]
+    else:
+        ops = [T.RandomCrop(size, padding=view.crop_pad)] if view.crop_pad else []
+    if view.color_jitter_prob:
+        ops.append(T.RandomApply([T.ColorJitter(*view.jitter)], p=view.color_jitter_prob))
+    if view.gray_scale_prob:
+        ops.append(T.RandomGrayscale(view.gray_scale_prob))
+    if view.gaussian_prob:
+        ops.append(T.RandomApply([PILGaussianBlur()], p=view.gaussian_prob))
+    if view.solarization_prob:
+        ops.append(T.RandomSolarize(128, p=view.solarization_prob))
+    ops.append(T.RandomHorizontalFlip(view.horizontal_flip_prob))
+    ops += [T.ToTensor(), T.Normalize(*stats(data))]
     return T.Compose(ops)
 
 
 class ReferenceViews(torch.utils.data.Dataset):
     """Sample i -> (view 1, view 2), float (3, H, W) each: the digit composed per view in numpy
     (x = (1 - s m) C + s m D, rounded to uint8 for PIL; with probability p_drop one view at
-    random keeps the object alone), then the torchvision transform on the PIL image."""
+    random keeps the object alone), then view k's torchvision transform on the PIL image."""
 
-    def __init__(self, split: Split, aug: AugConfig, strength: float, soft_mask: bool) -> None:
+    def __init__(self, split: Split, aug: AugConfig, data: Any) -> None:
         self.objects = split.inputs.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, 3)
         self.digits = (
             None
             if split.overlay is None
             else split.overlay.permute(0, 2, 3, 1).contiguous().numpy()
         )
-        self.p_drop, self.strength, self.soft_mask = aug.p_drop, strength, soft_mask
-        self.transform = reference_transform(aug, self.objects.shape[1])
+        self.p_drop, self.strength, self.soft_mask = aug.p_drop, data.strength, data.soft_mask
+        size = self.objects.shape[1]
+        self.transforms = [reference_transform(v, size, data) for v in aug.views]
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -140,14 +171,14 @@ class ReferenceViews(torch.utils.data.Dataset):
         # torch's RNG: DataLoader seeds it per worker (numpy's would repeat across workers).
         drop, first = (torch.rand(2) < torch.tensor([self.p_drop, 0.5])).tolist()
         views = [
-            self.transform(Image.fromarray(self._compose(i, not (drop and first == (v == 0)))))
-            for v in (0, 1)
+            tf(Image.fromarray(self._compose(i, not (drop and first == (v == 0)))))
+            for v, tf in enumerate(self.transforms)
         ]
         return views[0], views[1]
 
 
 def reference_loader(split: Split, cfg: TrialConfig, s: Settings) -> DataLoader:
-    views = ReferenceViews(split, cfg.aug, cfg.data.strength, cfg.data.soft_mask)
+    views = ReferenceViews(split, cfg.aug, cfg.data)
     # Sampling with replacement: one endless epoch, so timing never hits an epoch boundary.
     sampler = RandomSampler(views, replacement=True, num_samples=10**9)
     return DataLoader(
@@ -247,7 +278,7 @@ def summary(rates: list[float], views: int, cpu: OthersCPU) -> dict[str, Any]:
 
 
 def channel_stats(v: torch.Tensor) -> dict[str, list[float]]:
-    """Per-channel mean and std of a batch of views: both pipelines should agree roughly."""
+    """Per-channel mean and std of a batch of views: the pipelines should agree roughly."""
     return {"mean": v.mean((0, 2, 3)).tolist(), "std": v.std((0, 2, 3)).tolist()}
 
 
@@ -255,7 +286,7 @@ def bench_reference(data: Dataset, cfg: TrialConfig, s: Settings) -> dict[str, A
     loader = reference_loader(data.train, cfg, s)
     it = iter(loader)
     v1, v2 = next(it)  # starts the workers
-    stats = channel_stats(torch.cat([v1, v2]))
+    stats_ = channel_stats(torch.cat([v1, v2]))
     # The workers finish their batches at nearly the same moment, so a window is a whole number
     # of rounds (one batch per worker); otherwise it could time a batch that was already
     # waiting. Warm-up: two rounds, after which the main process waits on production.
@@ -265,7 +296,7 @@ def bench_reference(data: Dataset, cfg: TrialConfig, s: Settings) -> dict[str, A
     result = summary([views / t for t in seconds], views * s.repeats, cpu)
     del it, loader
     gc.collect()  # shuts the workers down before anything else is timed
-    return {**result, "views": stats}
+    return {**result, "views": stats_}
 
 
 def batch_stream(split: Split, batch: int, g: torch.Generator) -> Iterator[Split]:
@@ -276,23 +307,32 @@ def batch_stream(split: Split, batch: int, g: torch.Generator) -> Iterator[Split
             yield split.take(order[i * batch : (i + 1) * batch])
 
 
-def bench_batched(data: Dataset, cfg: TrialConfig, s: Settings, threads: int) -> dict[str, Any]:
+def bench_views(
+    data: Dataset,
+    s: Settings,
+    threads: int,
+    make: Callable[[Split, torch.Generator], torch.Tensor | tuple[torch.Tensor, ...]],
+) -> dict[str, Any]:
+    """Throughput of a batched view maker `make(batch, g)` (2B views per call) with `threads`
+    torch threads, on batches taken as headsweep.train takes them."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         g = torch.Generator().manual_seed(0)
         batches = batch_stream(data.train, s.batch, g)
-        stats = channel_stats(torch.cat(two_views(next(batches), cfg.aug, cfg.data, g)))
+        first = make(next(batches), g)
+        stats_ = channel_stats(torch.cat(first) if isinstance(first, tuple) else first)
         seconds, cpu = windows(
-            lambda: two_views(next(batches), cfg.aug, cfg.data, g),
-            s.batched_window,
-            s.repeats,
-            warmup=3,
+            lambda: make(next(batches), g), s.batched_window, s.repeats, warmup=3
         )
     finally:
         torch.set_num_threads(before)
     views = 2 * s.batch * s.batched_window
-    return {**summary([views / t for t in seconds], views * s.repeats, cpu), "views": stats}
+    return {**summary([views / t for t in seconds], views * s.repeats, cpu), "views": stats_}
+
+
+def bench_batched(data: Dataset, cfg: TrialConfig, s: Settings, threads: int) -> dict[str, Any]:
+    return bench_views(data, s, threads, lambda b, g: two_views(b, cfg.aug, cfg.data, g))
 
 
 def _trial(data: Dataset, cfg: TrialConfig, s: Settings) -> Any:
@@ -329,6 +369,76 @@ def bench_step(data: Dataset, cfg: TrialConfig, s: Settings, feed: str) -> dict[
     return result
 
 
+# --------------------------------------------------------------------------- other libraries
+
+
+def composed_pairs(batch: Split, cfg: TrialConfig, g: torch.Generator) -> torch.Tensor:
+    """Both views' float inputs (2B, 3, H, W) in [0, 1], the digit composed and dropped as
+    headsweep does (the libraries below start from here; their time includes this step)."""
+    from headsweep.views import digit_keep
+
+    keep1, keep2 = digit_keep(len(batch), cfg.aug.p_drop, g, batch.inputs.device)
+    images = torch.cat([batch.inputs, batch.inputs])
+    overlay = None if batch.overlay is None else torch.cat([batch.overlay, batch.overlay])
+    keep = torch.cat([keep1, keep2])
+    return compose(images, overlay, keep, cfg.data.strength, cfg.data.soft_mask)
+
+
+def kornia_pipeline(cfg: TrialConfig, size: int, cropping_mode: str) -> Any:
+    """kornia.augmentation's per-sample version of view 1's recipe (both views of simclr_cifar
+    are the same), or None where kornia is not installed (pip install -e '.[bench]')."""
+    try:
+        import kornia.augmentation as K
+    except ImportError:
+        return None
+    view = cfg.aug.view1
+    ops: list[Any] = []
+    if view.resized_crop:
+        scale = (view.crop_min_scale, view.crop_max_scale)
+        ops.append(
+            K.RandomResizedCrop(
+                (size, size), scale=scale, resample="BICUBIC", cropping_mode=cropping_mode
+            )
+        )
+    ops.append(K.RandomHorizontalFlip(p=view.horizontal_flip_prob))
+    ops.append(K.ColorJitter(*view.jitter, p=view.color_jitter_prob))
+    ops.append(K.RandomGrayscale(p=view.gray_scale_prob))
+    if view.gaussian_prob:
+        ops.append(K.RandomGaussianBlur((13, 13), SIGMA, p=view.gaussian_prob))
+    mean, std = stats(cfg.data)
+    ops.append(K.Normalize(torch.tensor(mean), torch.tensor(std)))
+    return K.AugmentationSequential(*ops)
+
+
+def v2_batch_pipeline(cfg: TrialConfig, size: int) -> Any:
+    """torchvision.transforms.v2 on a whole batch: one parameter set per call, for all views."""
+    from torchvision.transforms import v2
+
+    view = cfg.aug.view1
+    scale = (view.crop_min_scale, view.crop_max_scale)
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(
+                size, scale=scale, interpolation=v2.InterpolationMode.BICUBIC, antialias=True
+            ),
+            v2.RandomApply([v2.ColorJitter(*view.jitter)], p=view.color_jitter_prob),
+            v2.RandomGrayscale(view.gray_scale_prob),
+            v2.RandomApply([v2.GaussianBlur(13, SIGMA)], p=view.gaussian_prob),
+            v2.RandomHorizontalFlip(view.horizontal_flip_prob),
+            v2.Normalize(*stats(cfg.data)),
+        ]
+    )
+
+
+def bench_library(
+    data: Dataset, cfg: TrialConfig, s: Settings, pipeline: Any, threads: int
+) -> dict[str, Any]:
+    def make(batch: Split, g: torch.Generator) -> torch.Tensor:
+        return pipeline(composed_pairs(batch, cfg, g))
+
+    return bench_views(data, s, threads, make)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -339,39 +449,52 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    with contextlib.suppress(ImportError):
+        import kornia
+
+        versions["kornia"] = kornia.__version__
     return {
         "cpu": model,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        **versions,
         "platform": platform.platform(),
     }
 
 
+ROW_NAMES = {
+    "reference": "sas: reference, torchvision + DataLoader(2 workers)",
+    "batched": "sas: batched headsweep.views, {threads} threads",
+    "batched_1thread": "sas: batched headsweep.views, 1 thread",
+    "step_batched": "sas: pretraining step, batched views",
+    "step_reference": "sas: pretraining step, reference loader",
+    "simclr_reference": "simclr: reference, torchvision + DataLoader(2 workers)",
+    "simclr_batched": "simclr: batched headsweep.views, {threads} threads",
+    "simclr_batched_1thread": "simclr: batched headsweep.views, 1 thread",
+    "simclr_kornia_slice": "simclr: kornia, crop mode slice, {threads} threads",
+    "simclr_kornia_slice_1thread": "simclr: kornia, crop mode slice, 1 thread",
+    "simclr_kornia_resample": "simclr: kornia, crop mode resample, {threads} threads",
+    "simclr_v2_batch": "simclr: torchvision v2 on the batch (ONE param set per call)",
+}
+
+
 def table(r: dict[str, Any]) -> str:
     res, s = r["results"], r["settings"]
-    rows = [
-        ("reference: torchvision + DataLoader(2 workers)", res["reference"]),
-        (f"batched: headsweep.views, {s['threads']} threads", res["batched"]),
-        ("batched: headsweep.views, 1 thread", res["batched_1thread"]),
-        ("pretraining step, batched views", res["step_batched"]),
-        ("pretraining step, reference loader", res["step_reference"]),
-    ]
     lines = [
         "| pipeline | views/s (median) | min | max | views per CPU-s | others' CPU | load 1m |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, v in rows:
+    for key, v in res.items():
+        name = ROW_NAMES.get(key, key).format(threads=s["threads"])
         others = "n/a" if v["others_cpu"] is None else f"{100 * v['others_cpu']:.0f}%"
         per_cpu = "n/a" if v["views_per_cpu_s"] is None else f"{v['views_per_cpu_s']:,.0f}"
         lines.append(
             f"| {name} | {v['median']:,.0f} | {v['min']:,.0f} | {v['max']:,.0f} | {per_cpu} | "
             f"{others} | {v['load_avg_1m']:.2f} |"
         )
-    ratios = r["ratios"]
     lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f}x |" for k, v in ratios.items()]
+    lines += [f"| {k} | {v:.2f}x |" for k, v in r["ratios"].items()]
     return "\n".join(lines)
 
 
@@ -379,46 +502,81 @@ def _ratio(a: float | None, b: float | None) -> float:
     return a / b if a and b else float("nan")
 
 
-def run(s: Settings) -> dict[str, Any]:
+def _ratios(results: dict[str, Any], section: str, rows: list[str]) -> dict[str, float]:
+    """Each row against the same section's reference, in views/s and views per CPU-second."""
+    ref = results["reference" if section == "sas" else f"{section}_reference"]
+    out = {}
+    for row in rows:
+        if row in results:
+            name = ROW_NAMES[row].split(": ", 1)[1].split(",")[0].split(" (")[0]
+            threads = "1 thread" if row.endswith("1thread") else ""
+            label = f"{section}: {name} {threads}".strip()
+            out[f"{label} / reference (views/s)"] = _ratio(results[row]["median"], ref["median"])
+            out[f"{label} / reference (views per CPU-s)"] = _ratio(
+                results[row]["views_per_cpu_s"], ref["views_per_cpu_s"]
+            )
+    return out
+
+
+def run(s: Settings, sections: tuple[str, ...] = SECTIONS, steps: bool = True) -> dict[str, Any]:
     torch.set_num_threads(s.threads)
-    cfg = trial_config(s)
     start = time.perf_counter()
     load_start = os.getloadavg()
-    data = load_dataset(cfg.data)
-    results = {
-        "reference": bench_reference(data, cfg, s),
-        "batched": bench_batched(data, cfg, s, s.threads),
-        "batched_1thread": bench_batched(data, cfg, s, 1),
-        "step_batched": bench_step(data, cfg, s, "batched"),
-        "step_reference": bench_step(data, cfg, s, "reference"),
-    }
-    ref = results["reference"]["median"]
-    ratios = {
-        "batched / reference (views/s)": results["batched"]["median"] / ref,
-        "batched 1 thread / reference (views/s)": results["batched_1thread"]["median"] / ref,
-        "batched / reference (views per CPU-second)": _ratio(
-            results["batched"]["views_per_cpu_s"], results["reference"]["views_per_cpu_s"]
-        ),
-        "batched 1 thread / reference (views per CPU-second)": _ratio(
-            results["batched_1thread"]["views_per_cpu_s"], results["reference"]["views_per_cpu_s"]
-        ),
-        "step: batched / reference feed": (
-            results["step_batched"]["median"] / results["step_reference"]["median"]
-        ),
-    }
+    results: dict[str, Any] = {}
+    ratios: dict[str, float] = {}
+    recipes: dict[str, Any] = {}
+    data = None
+    if "sas" in sections:
+        cfg = trial_config(s)
+        data = load_dataset(cfg.data)
+        recipes["sas"] = cfg.to_dict()["aug"]
+        results["reference"] = bench_reference(data, cfg, s)
+        results["batched"] = bench_batched(data, cfg, s, s.threads)
+        results["batched_1thread"] = bench_batched(data, cfg, s, 1)
+        if steps:
+            results["step_batched"] = bench_step(data, cfg, s, "batched")
+            results["step_reference"] = bench_step(data, cfg, s, "reference")
+            ratios["sas: pretraining step, batched / reference feed (views/s)"] = (
+                results["step_batched"]["median"] / results["step_reference"]["median"]
+            )
+        ratios |= _ratios(results, "sas", ["batched", "batched_1thread"])
+    if "simclr" in sections:
+        cfg = trial_config(s, "simclr_cifar")
+        data = data or load_dataset(cfg.data)
+        recipes["simclr"] = cfg.to_dict()["aug"]
+        size = data.train.inputs.shape[-1]
+        results["simclr_reference"] = bench_reference(data, cfg, s)
+        results["simclr_batched"] = bench_batched(data, cfg, s, s.threads)
+        results["simclr_batched_1thread"] = bench_batched(data, cfg, s, 1)
+        for mode in ("slice", "resample"):
+            pipeline = kornia_pipeline(cfg, size, mode)
+            if pipeline is not None:
+                results[f"simclr_kornia_{mode}"] = bench_library(data, cfg, s, pipeline, s.threads)
+        pipeline = kornia_pipeline(cfg, size, "slice")
+        if pipeline is not None:
+            results["simclr_kornia_slice_1thread"] = bench_library(data, cfg, s, pipeline, 1)
+        v2 = v2_batch_pipeline(cfg, size)
+        results["simclr_v2_batch"] = bench_library(data, cfg, s, v2, s.threads)
+        rows = ["simclr_batched", "simclr_batched_1thread", "simclr_kornia_slice"]
+        rows += ["simclr_kornia_slice_1thread", "simclr_kornia_resample", "simclr_v2_batch"]
+        ratios |= _ratios(results, "simclr", rows)
+        for ours, theirs in (
+            ("simclr_batched", "simclr_kornia_slice"),
+            ("simclr_batched", "simclr_kornia_resample"),
+            ("simclr_batched_1thread", "simclr_kornia_slice_1thread"),
+        ):
+            if theirs in results:
+                label = ROW_NAMES[theirs].split(": ", 1)[1].format(threads=s.threads)
+                ratios[f"simclr: headsweep / {label} (views/s)"] = (
+                    results[ours]["median"] / results[theirs]["median"]
+                )
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "settings": vars(s),
-        "recipe": {
-            "data": cfg.data.name,
-            "aug": cfg.to_dict()["aug"],
-            "strength": cfg.data.strength,
-            "soft_mask": cfg.data.soft_mask,
-            "model": "small_cnn " + str(list(cfg.model.widths)),
-            "loss": cfg.loss.name,
-        },
+        "recipes": recipes,
+        "data": "digits_on_texture, p_drop 0.5, soft mask, strength 1",
         "load_avg_at_start": list(load_start),
         "load_avg_at_end": list(os.getloadavg()),
         "seconds": time.perf_counter() - start,
@@ -441,6 +599,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, help="samples per batch (views: twice that)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.*")
     parser.add_argument(
+        "--section", choices=(*SECTIONS, "all"), default="all", help="which recipes to measure"
+    )
+    parser.add_argument("--no-steps", action="store_true", help="skip the pretraining steps")
+    parser.add_argument(
         "--wait-load",
         type=float,
         default=0.0,
@@ -454,7 +616,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s = replace(s, repeats=args.repeats)
     if args.batch:
         s = replace(s, batch=args.batch)
-    result = run(s)
+    sections = SECTIONS if args.section == "all" else (args.section,)
+    result = run(s, sections, steps=not args.no_steps)
     text = table(result)
     print(text)
     print(

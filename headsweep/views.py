@@ -1,46 +1,108 @@
-"""Two views of a batch, built with batched tensor ops on the data's device.
+"""Augmented views of a batch, built with batched tensor ops on the data's device.
 
 Every view draws its own random parameters, but there is no per-sample Python loop and no
-DataLoader: the whole batch is transformed at once (the approach of KellerJordan/cifar10-airbench).
-Image recipe (SCIENCE.md §4.2, the SAS/[X] SimCLR views), torchvision's semantics per op:
-compose the digit layer, pad-and-crop shift (RandomCrop(padding=pad)), horizontal flip, colour
-jitter (brightness, contrast, saturation, hue with torchvision's factor ranges and clamping,
-applied together with probability `jitter_p`), grayscale, normalize. The one deliberate
-difference: the four jitter ops run in a fixed order rather than a random one per sample.
+DataLoader: the whole batch is transformed at once (the approach of KellerJordan/cifar10-airbench),
+deterministically given the `torch.Generator`.
+
+Recipes (SCIENCE.md §4.2, §8): view 1 of every sample follows `aug.view1`, view 2 `aug.view2`
+(asymmetric recipes such as `barlow_cifar`, where only view 2 solarizes). Per view, in order:
+
+1. digit composition: x = (1 - s m) C + s m D, the digit dropped in exactly one view of a pair
+   with probability p_drop (`digit_keep`);
+2. geometry: RandomResizedCrop(size, scale=(crop_min_scale, crop_max_scale), ratio=(3/4, 4/3),
+   bicubic, antialias) when crop_min_scale < 1, else the pad-and-crop shift
+   RandomCrop(size, padding=crop_pad) (crop_pad 0: none). The box is drawn with torchvision's
+   RandomResizedCrop.get_params algorithm (10 attempts, the first valid one, else the centre crop
+   with the ratio clamped), all attempts of all views at once. Resampling: PIL-style bicubic
+   (Keys a = -0.5, taps outside the box dropped and renormalised): the kernel of torchvision's
+   resized_crop(..., BICUBIC, antialias=True) on float tensors, max abs error measured 0 for
+   32x32 images (7.9e-7 at other sizes, 1.3e-6 downsampling); then clamped to [0, 1], as PIL's
+   uint8 output is (torchvision leaves the bicubic overshoot in float tensors);
+3. horizontal flip with `horizontal_flip_prob` (done with the geometry; it commutes with every
+   later op: they are per pixel, per image, or a symmetric blur with symmetric padding);
+4. ColorJitter(brightness, contrast, saturation, hue) with `color_jitter_prob`, torchvision's
+   factor ranges and clamping;
+5. grayscale with `gray_scale_prob`;
+6. Gaussian blur with `gaussian_prob`: sigma ~ U(0.1, 2.0) per view, kernel 13 (radius 6 =
+   3 sigma at sigma 2), reflect padding, as torchvision's gaussian_blur (when no view
+   solarizes, the blur runs before the grayscale: both are linear and commute exactly);
+7. solarization with `solarization_prob`: x -> 1 - x where x >= 128/255;
+8. normalisation with the dataset's mean/std (`headsweep.data.STATS`, CIFAR-10's otherwise).
+
+Deliberate, documented deviation: the four jitter ops run in the fixed order brightness,
+contrast, saturation, hue; torchvision's ColorJitter permutes them per call. A per-sample order
+would cost about 4x the jitter time on the CPU (each op at every position, or 24 permutation
+groups of a few views each), so it is not done.
+
 Vector data: the per-feature drop / sign flip of §4.1 (`headsweep.data.synthetic`).
 
-Structure: `draw` makes every random decision for the 2B views of a batch (`ViewParams`);
-`render` is a deterministic function of the data and those parameters, built from small in-place
-ops that each match a torchvision function (tests/test_views.py checks them against
-torchvision.transforms.functional per sample).
+Structure: `draw` makes every random decision for the views of a batch (`ViewParams`); `render`
+is a deterministic function of the data and those parameters, built from the per-op kernels of
+`headsweep.view_ops` (each checked against torchvision.transforms.v2.functional per sample in
+tests/test_views.py). Ops that no view uses are neither drawn nor run.
 
-Speed on the CPU (benchmarks/run.py, BENCHMARKS.md): both views go through one set of kernels as
-a batch of 2B; crop and flip run on uint8 as a single `index_select`; the float work runs in
+Speed on the CPU (benchmarks/run.py, BENCHMARKS.md): all views go through one set of kernels as
+one batch; without a resized crop, shift and flip run on uint8 as a single `index_select` and
+brightness rides on the uint8 -> float scale; with one, geometry is two batched matmuls with
+per-view matrices (`view_ops.resample_matrices`, looked up in a table of every window built
+once per image size), which also carry the flip and, for views of other recipes in the same
+batch, the shift; the blur is two more, on the blurred views only. The float work runs in
 chunks of ~128 views written straight into the output, so every op is an in-place pass over
-cache-resident data (ops that allocate fresh 12 MB outputs run ~4x slower); ops that do not apply
-to a view get identity parameters instead of a masked select (dense, no host sync); `torch.where`,
-`remainder`, comparisons into bool, mixed-dtype arithmetic and `addcmul` with two per-sample
-operands are avoided: on the CPU they are several times slower than plain float arithmetic.
+cache-resident data; ops that skip a view get identity parameters instead of a masked select
+(dense, no host sync), except blur and solarization, which run on the selected views only.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from headsweep.config import AugConfig, DataConfig
+from headsweep.config import AugConfig, DataConfig, ViewConfig
+from headsweep.data import STATS
 from headsweep.data.base import Split
 from headsweep.data.synthetic import embed, feature_views
+from headsweep.view_ops import (
+    BLUR_KERNEL,
+    blur_matrices,
+    compose,
+    compose_scaled,
+    crop_flip,
+    gray_,
+    gray_normalize_,
+    jitter_,
+    normalize_,
+    separable,
+    solarize_,
+    window_matrices,
+)
 
-# CIFAR-10 channel statistics; used for every image dataset (only conditions the input scale).
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
-# torchvision's rgb_to_grayscale weights (ITU-R 601-2 luma, with torchvision's 0.2989).
-LUMA = (0.2989, 0.587, 0.114)
+# CIFAR-10 channel statistics: the fallback for datasets without their own entry in STATS.
+MEAN, STD = STATS["cifar10"]
+RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range
+ATTEMPTS = 10  # RandomResizedCrop.get_params: boxes tried before the centre-crop fallback
+SIGMA = (0.1, 2.0)  # Gaussian blur sigma range (solo-learn, SimCLR)
+IDENTITY_FACTORS = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation, hue
+
+
+def stats(data: DataConfig | str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel for a dataset (DataConfig or name); CIFAR-10's by default."""
+    name = data.name if isinstance(data, DataConfig) else data
+    return STATS.get(name or "", (MEAN, STD))
+
+
+def normalize(x: Tensor, data: DataConfig | str | None = None) -> Tensor:
+    """(x - mean) / std per channel with the dataset's statistics; grey inputs (1 channel) use
+    the mean of the three."""
+    m, s = stats(data)
+    mean = torch.tensor(m, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(s, device=x.device).view(1, 3, 1, 1)
+    if x.shape[1] != 3:
+        mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
+    return (x - mean) / std
 
 
 # --------------------------------------------------------------------------- random draws
@@ -48,18 +110,28 @@ LUMA = (0.2989, 0.587, 0.114)
 
 @dataclass
 class ViewParams:
-    """Every random decision for M = 2B views; rows [0, B) are view 1, [B, 2B) view 2 of the
-    same samples. `factors` columns: brightness, contrast, saturation, hue, set to the identity
-    (1, 1, 1, 0) for views that skip the jitter."""
+    """Every random decision for M views. Rows are grouped by view config: for two views of
+    B samples, rows [0, B) are view 1 and [B, 2B) view 2 of the same samples. An op that no
+    view uses is None. Geometry is either the shift (`dy`, `dx` in [0, 2 pad], pad-and-crop of
+    the zero-padded image) or, when some view uses a resized crop, `box` for every row
+    (a shift is the box (dy - pad, dx - pad, H, W))."""
 
     source: Tensor  # int64 (M,): sample index in the batch
     keep: Tensor  # bool (M,): digit kept
-    dy: Tensor  # int64 (M,): crop offset in [0, 2 pad] (pad = the identity)
-    dx: Tensor  # int64 (M,)
-    flip: Tensor  # bool (M,)
-    jitter: Tensor  # bool (M,): colour jitter applied
-    factors: Tensor  # float32 (M, 4)
-    gray: Tensor  # bool (M,)
+    size: tuple[int, int]  # (H, W) of the images
+    pad: int = 0  # shift path: the zero padding all rows' offsets refer to
+    dy: Tensor | None = None  # int64 (M,)
+    dx: Tensor | None = None
+    box: Tensor | None = None  # int64 (M, 4): top, left, height, width
+    flip: Tensor | None = None  # bool (M,)
+    jitter: Tensor | None = None  # bool (M,): colour jitter applied
+    # float32 (M, 4): brightness, contrast, saturation, hue; identity where not jittered
+    factors: Tensor | None = None
+    jitter_ops: tuple[bool, bool, bool, bool] = (False, False, False, False)  # ops run at all
+    gray: Tensor | None = None  # bool (M,)
+    blur: Tensor | None = None  # bool (M,)
+    sigma: Tensor | None = None  # float32 (M,): blur sigma (drawn for every row)
+    solarize: Tensor | None = None  # bool (M,)
 
 
 def _chance(n: int, p: float, g: torch.Generator, device: torch.device) -> Tensor:
@@ -83,201 +155,138 @@ def factor_ranges(jitter: tuple[float, float, float, float]) -> list[tuple[float
     return [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
 
 
-def draw(n: int, aug: AugConfig, g: torch.Generator, device: torch.device) -> ViewParams:
-    """All random parameters of both views of n samples, drawn from `g` in a fixed order."""
-    m = 2 * n
-    keep1, keep2 = digit_keep(n, aug.p_drop, g, device)
-    shifts = torch.randint(0, 2 * aug.crop_pad + 1, (2, m), generator=g, device=device)
-    flip = _chance(m, aug.flip, g, device)
-    jitter = _chance(m, aug.jitter_p, g, device)
-    low, high = torch.tensor(factor_ranges(aug.jitter), device=device).T
-    factors = torch.rand(m, 4, generator=g, device=device) * (high - low) + low
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device)
-    factors = torch.where(jitter[:, None], factors, identity)  # (M, 4): tiny
-    gray = _chance(m, aug.gray_p, g, device)
-    source = torch.arange(n, device=device).repeat(2)
-    return ViewParams(
-        source, torch.cat([keep1, keep2]), shifts[0], shifts[1], flip, jitter, factors, gray
+def crop_boxes(
+    low: Tensor,
+    high: Tensor,
+    size: tuple[int, int],
+    g: torch.Generator,
+    ratio: tuple[float, float] = RATIO,
+) -> Tensor:
+    """RandomResizedCrop.get_params for M views at once: int64 (M, 4) top, left, h, w.
+
+    low, high: float (M,) area-fraction range per view. torchvision's algorithm: up to 10
+    attempts of area ~ U(low, high) H W and log-ratio ~ U(log r0, log r1), w = round(sqrt(area
+    ratio)), h = round(sqrt(area / ratio)); the first with 0 < w <= W and 0 < h <= H wins, its
+    top-left uniform over the positions that fit; if none does, the centre crop of the whole
+    image with the ratio clamped to [r0, r1]. All attempts are drawn for every view (one call)."""
+    height, width = size
+    m, device = low.shape[0], low.device
+    u = torch.rand(m, ATTEMPTS, 2, generator=g, device=device, dtype=torch.float64)
+    offsets = torch.rand(m, 2, generator=g, device=device, dtype=torch.float64)
+    lo, hi = low.to(torch.float64)[:, None], high.to(torch.float64)[:, None]
+    area = (lo + (hi - lo) * u[..., 0]) * (height * width)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = torch.sqrt(area * aspect).round().long()  # round half to even, as Python's round
+    h = torch.sqrt(area / aspect).round().long()
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = valid.to(torch.uint8).argmax(1, keepdim=True)  # the first valid attempt
+    found = valid.any(1)
+    # Fallback: the centre crop, the whole image when its ratio is within range.
+    h0, w0 = height, width
+    if width / height < min(ratio):
+        h0 = round(width / min(ratio))
+    elif width / height > max(ratio):
+        w0 = round(height * max(ratio))
+    h = torch.where(found, h.gather(1, first)[:, 0], h0)
+    w = torch.where(found, w.gather(1, first)[:, 0], w0)
+    # torch.randint(0, n + 1) as floor(U (n + 1)), kept below n + 1 against float rounding.
+    span = torch.stack([height - h, width - w], 1)
+    corner = (offsets * (span + 1)).floor().long().minimum(span)
+    fallback = torch.tensor([(height - h0) // 2, (width - w0) // 2], device=device)
+    corner = torch.where(found[:, None], corner, fallback)
+    return torch.stack([corner[:, 0], corner[:, 1], h, w], 1)
+
+
+def _per_row(values: Sequence[float], n: int, device: torch.device) -> Tensor:
+    """One value per view config -> (len(values) n,): each repeated for its n rows."""
+    return torch.tensor(values, dtype=torch.float32, device=device).repeat_interleave(n)
+
+
+def _draw_views(
+    n: int,
+    views: Sequence[ViewConfig],
+    keep: Tensor,
+    size: tuple[int, int],
+    g: torch.Generator,
+    device: torch.device,
+) -> ViewParams:
+    """Parameters for len(views) n rows, rows [k n, (k + 1) n) following views[k], drawn from
+    `g` in a fixed order (geometry, flip, jitter, grayscale, blur, solarization); ops with
+    probability 0 in every view draw nothing."""
+    m = n * len(views)
+    p = ViewParams(torch.arange(n, device=device).repeat(len(views)), keep, size)
+
+    def rows(name: str) -> Tensor | float:
+        """The setting per row, or one number when every view has the same."""
+        values = [getattr(v, name) for v in views]
+        same = all(x == values[0] for x in values)
+        return values[0] if same else _per_row(values, n, device)
+
+    def chance(name: str) -> Tensor | None:
+        if not any(getattr(v, name) for v in views):
+            return None
+        return torch.rand(m, generator=g, device=device) < rows(name)
+
+    pads = [0 if v.resized_crop else v.crop_pad for v in views]
+    p.pad = max(pads)
+    if p.pad and all(k == p.pad for k in pads):  # offsets in [0, 2 pad]
+        offsets = torch.randint(0, 2 * p.pad + 1, (2, m), generator=g, device=device)
+        p.dy, p.dx = offsets[0], offsets[1]
+    elif p.pad:  # offsets in [0, 2 pad_k] of the view's padding, moved to the common padding
+        span = _per_row([2 * k + 1 for k in pads], n, device)
+        offsets = (torch.rand(2, m, generator=g, device=device) * span).floor().long()
+        offsets = offsets.minimum(span.long() - 1) + (p.pad - _per_row(pads, n, device).long())
+        p.dy, p.dx = offsets[0], offsets[1]
+    if any(v.resized_crop for v in views):
+        low = _per_row([v.crop_min_scale for v in views], n, device)
+        high = _per_row([v.crop_max_scale for v in views], n, device)
+        box = crop_boxes(low, high, size, g)
+        shift = torch.zeros(m, 4, dtype=torch.long, device=device)
+        shift[:, 2], shift[:, 3] = size
+        if p.dy is not None:
+            shift[:, 0], shift[:, 1] = p.dy - p.pad, p.dx - p.pad
+        p.box = torch.where((low < 1)[:, None], box, shift)
+        p.pad, p.dy, p.dx = 0, None, None
+    p.flip = chance("horizontal_flip_prob")
+    p.jitter_ops = tuple(
+        any(v.color_jitter_prob > 0 and v.jitter[k] > 0 for v in views) for k in range(4)
     )
+    if any(p.jitter_ops):
+        p.jitter = chance("color_jitter_prob")
+        ranges = torch.tensor(
+            [factor_ranges(v.jitter) for v in views], dtype=torch.float32, device=device
+        )  # (views, 4, 2)
+        if all(v.jitter == views[0].jitter for v in views):
+            ranges = ranges[0]  # (4, 2), broadcast over the rows
+        else:
+            ranges = ranges.repeat_interleave(n, 0)  # (M, 4, 2)
+        low, high = ranges[..., 0], ranges[..., 1]
+        factors = torch.rand(m, 4, generator=g, device=device) * (high - low) + low
+        identity = torch.tensor(IDENTITY_FACTORS, device=device)
+        p.factors = torch.where(p.jitter[:, None], factors, identity)  # (M, 4): tiny
+    p.gray = chance("gray_scale_prob")
+    p.blur = chance("gaussian_prob")
+    if p.blur is not None:
+        p.sigma = SIGMA[0] + (SIGMA[1] - SIGMA[0]) * torch.rand(m, generator=g, device=device)
+    p.solarize = chance("solarization_prob")
+    return p
 
 
-# --------------------------------------------------------------------------- geometry
+def draw(
+    n: int,
+    aug: AugConfig,
+    g: torch.Generator,
+    device: torch.device,
+    size: tuple[int, int] = (32, 32),
+) -> ViewParams:
+    """All random parameters of both views of n samples of (H, W) = size, drawn from `g` in a
+    fixed order: the digit's keep/drop per pair first, then `_draw_views`."""
+    keep1, keep2 = digit_keep(n, aug.p_drop, g, device)
+    return _draw_views(n, aug.views, torch.cat([keep1, keep2]), size, g, device)
 
 
-def crop_flip(
-    x: Tensor, source: Tensor, dy: Tensor, dx: Tensor, flip: Tensor | None, pad: int
-) -> Tensor:
-    """out[j] = hflip?(zero_pad(x[source[j]], pad)[:, dy[j] : dy[j] + H, dx[j] : dx[j] + W]).
-
-    x: (N, C, H, W), any dtype; source, dy, dx: int64 (M,); flip: bool (M,) or None.
-    Returns (M, C, H, W). One `index_select` over an overlapping strided view of the padded
-    images: window k starts at flat offset k, so (image, dy, dx) is the single index
-    image * C Hp Wp + dy Wp + dx. A flipped crop is the crop of the flipped padded image at
-    2 pad - dx, so flips only need a flipped copy of the (small) padded batch."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad)) if pad else x.contiguous()
-    hp, wp = h + 2 * pad, w + 2 * pad
-    if flip is not None:
-        padded = torch.cat([padded, padded.flip(3)])
-        source = source + n * flip
-        dx = torch.where(flip, 2 * pad - dx, dx)
-    start = source * (c * hp * wp) + dy * wp + dx
-    # Number of windows: the last one still ends inside the storage.
-    count = padded.numel() - (c - 1) * hp * wp - (h - 1) * wp - (w - 1)
-    windows = padded.reshape(-1).as_strided((count, c, h, w), (1, hp * wp, wp, 1))
-    return windows.index_select(0, start)
-
-
-# --------------------------------------------------------------------------- colour ops
-# Each op works in place on float (N, 3, H, W) in [0, 1] with one factor per sample, factor
-# (N,), and matches the torchvision.transforms.functional op of the same name on float tensors.
-
-
-def _col(v: Tensor) -> Tensor:
-    return v.view(-1, 1, 1, 1)
-
-
-@lru_cache(maxsize=64)
-def _const(
-    values: tuple[float, ...], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """A small constant tensor, built once per device and dtype (not per chunk)."""
-    return torch.tensor(values, dtype=dtype, device=device).view(shape)
-
-
-def grayscale(x: Tensor) -> Tensor:
-    """(N, 3, H, W) -> (N, 1, H, W) luma, as torchvision's rgb_to_grayscale."""
-    r, g, b = x.unbind(1)
-    return torch.mul(r, LUMA[0]).add_(g, alpha=LUMA[1]).add_(b, alpha=LUMA[2]).unsqueeze(1)
-
-
-def brightness_(x: Tensor, factor: Tensor) -> Tensor:
-    """adjust_brightness: clamp(f x, 0, 1)."""
-    return x.mul_(_col(factor)).clamp_(0, 1)
-
-
-def contrast_(x: Tensor, factor: Tensor) -> Tensor:
-    """adjust_contrast: clamp(f x + (1 - f) mean(gray(x)), 0, 1); the image mean of the luma
-    is the luma of the channel means."""
-    mean = x.mean((2, 3)) @ _const(LUMA, (3,), x.device, x.dtype)  # (N,)
-    # mul_ + add_: addcmul with two per-sample operands misses the vectorized CPU loop (6x).
-    return x.mul_(_col(factor)).add_(_col((1 - factor) * mean)).clamp_(0, 1)
-
-
-def saturation_(x: Tensor, factor: Tensor) -> Tensor:
-    """adjust_saturation: clamp(f x + (1 - f) gray(x), 0, 1)."""
-    gray = grayscale(x).mul_(_col(1 - factor))
-    return x.mul_(_col(factor)).add_(gray).clamp_(0, 1)
-
-
-def hue_(x: Tensor, factor: Tensor) -> Tensor:
-    """adjust_hue: RGB -> HSV, h <- (h + f) mod 1, HSV -> RGB; factor in [-0.5, 0.5].
-
-    Exact closed forms instead of torchvision's per-sector selects, ~23 cheap elementwise ops.
-    RGB -> hue: two compare-swaps sort the channels (the branch-free RGB->HSV of Sam Hocevar,
-    lolengine.net); with the offset k they imply, h = |k + (mid - low) / (6 chroma)|.
-    Hue -> RGB: channel n is low + chroma * clamp(6 d_n - 1, 0, 1), d_n the circular distance
-    between h + f + n/6 and 1/3 turn for n = 5, 3, 1 (R, G, B): the standard alternative
-    HSV->RGB formula v - chroma * clamp(min(t, 4 - t), 0, 1), t = (6h + n) mod 6, folded so
-    that `frac` replaces the slow `remainder` and one clamp does the piecewise part:
-    out = (low - chroma) + 6 chroma * clamp(d_n, 1/6, 1/3)."""
-    r, g, b = x.unbind(1)
-    hi, lo, g_lt_b, r_lt_hi, top, low = (torch.empty_like(r) for _ in range(6))
-    torch.maximum(g, b, out=hi)
-    torch.minimum(g, b, out=lo)
-    torch.lt(g, b, out=g_lt_b)  # 1.0 where the first swap happens
-    torch.lt(r, hi, out=r_lt_hi)  # 1.0 where the second one does
-    torch.maximum(r, hi, out=top)  # v
-    mid = torch.minimum(r, hi, out=hi)
-    torch.minimum(mid, lo, out=low)
-    numerator = mid.sub_(lo)
-    chroma = top.sub_(low)
-    # 6 chroma + eps: the eps keeps grey pixels (chroma 0, numerator 0) at hue 0, not NaN;
-    # their output is v whatever the hue.
-    chroma6 = torch.add(_const((1e-20,), (), x.device, x.dtype), chroma, alpha=6, out=lo)
-    # Offset in turns: -1 after the first swap, then -1/3 - (that) after the second.
-    second = torch.add(_const((-1 / 3,), (), x.device, x.dtype), g_lt_b, alpha=2)
-    offset = r_lt_hi.mul_(second).sub_(g_lt_b)
-    hue = torch.addcdiv(offset, numerator, chroma6, out=offset).abs_()
-    base = low.sub_(chroma).unsqueeze(1)  # low - chroma
-    # Turns to add per view and channel: the hue factor, n/6, -1/3 + 1/2 for the circular
-    # distance, + 1 so that frac's argument is positive (hue + factor >= -0.5).
-    shift = _const((2.0, 5 / 3, 4 / 3), (1, 3, 1, 1), x.device, x.dtype) + _col(factor)
-    d = torch.add(hue.unsqueeze(1), shift, out=x).frac_().sub_(0.5).abs_()  # (N, 3, H, W)
-    return d.clamp_(1 / 6, 1 / 3).mul_(chroma6.unsqueeze(1)).add_(base)
-
-
-def jitter_(x: Tensor, factors: Tensor, strength: tuple[float, ...]) -> Tensor:
-    """ColorJitter with given factors (N, 4), in the fixed order brightness, contrast,
-    saturation, hue; an op whose strength is 0 is skipped, as torchvision does."""
-    for op, column, on in zip(
-        (brightness_, contrast_, saturation_, hue_), factors.T, strength, strict=True
-    ):
-        if on:
-            op(x, column)
-    return x
-
-
-def gray_normalize_(x: Tensor, gray: Tensor | None) -> Tensor:
-    """Grayscale the views where `gray` (bool (N,)) is set, then normalize with MEAN/STD, in
-    place: x <- (x (1 - g) + g luma(x) - mean) / std, three passes instead of a select."""
-    mean = _const(MEAN, (1, 3, 1, 1), x.device, x.dtype)
-    inv_std = _const(tuple(1 / s for s in STD), (1, 3, 1, 1), x.device, x.dtype)
-    if gray is None:
-        return x.sub_(mean).mul_(inv_std)
-    gw = _col(gray.to(x.dtype))
-    luma = grayscale(x)
-    return x.mul_((1 - gw) * inv_std).addcmul_(luma, gw * inv_std).sub_(mean * inv_std)
-
-
-def normalize(x: Tensor) -> Tensor:
-    """(x - MEAN) / STD per channel; grey inputs (1 channel) use one shared statistic."""
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    if x.shape[1] != 3:
-        mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
-    return (x - mean) / std
-
-
-# --------------------------------------------------------------------------- composition
-
-
-def compose(
-    images: Tensor, overlay: Tensor | None, keep: Tensor | None, strength: float, soft_mask: bool
-) -> Tensor:
-    """uint8 objects C (B, 3, H, W) and digits D (B, 1, H, W) -> float (B, 3, H, W) in [0, 1]:
-    x = (1 - s m) C + s m D where the digit is kept, x = C where it is dropped ([X] §4.2);
-    m = D (soft) or 1[D > 0]. `keep`: bool (B,) or None (keep all)."""
-    x = images.float().div_(255)
-    if overlay is None or strength == 0:
-        return x
-    d = overlay.float().div_(255)
-    weight = _digit_weight(d, keep, strength, soft_mask)
-    return x.mul_(1 - weight).add_(weight * d)
-
-
-def _digit_weight(d: Tensor, keep: Tensor | None, strength: float, soft_mask: bool) -> Tensor:
-    """s m keep: float (B, 1, H, W) from the digit layer d in [0, 1]."""
-    m = d if soft_mask else torch.gt(d, 0, out=torch.empty_like(d))
-    scale = strength if keep is None else _col(keep.to(d.dtype) * strength)
-    return m * scale
-
-
-def _compose_scaled_(
-    layers: Tensor, keep: Tensor, scale: Tensor, data: DataConfig, out: Tensor
-) -> Tensor:
-    """Digit composition and the brightness multiply in one pass, written into `out`.
-    layers: float (M, 3 or 4, H, W) in [0, 255] (objects, then the digit; modified);
-    scale: (M,) = brightness / 255. out = brightness * compose(...) (M, 3, H, W), unclamped."""
-    objects, scale = layers[:, :3], _col(scale)
-    if layers.shape[1] == 3 or data.strength == 0:
-        return torch.mul(objects, scale, out=out)
-    d = layers[:, 3:].mul_(1 / 255)
-    weight = _digit_weight(d, keep, data.strength, data.soft_mask)
-    # out = C (1 - w) b / 255 + w D b: the digit term plus the object term, one addcmul.
-    digit = d.mul_(weight).mul_(scale * 255)
-    return torch.addcmul(digit, objects, weight.neg_().add_(1).mul_(scale), out=out)
-
+# --------------------------------------------------------------------------- rendering
 
 # Pixels per chunk and torch thread (128 views of 32x32): each core's share of a chunk's
 # temporaries (~40 bytes per pixel) stays in its cache, and with more threads the chunks grow so
@@ -286,43 +295,95 @@ def _compose_scaled_(
 CHUNK_PIXELS = 128 * 32 * 32
 
 
+def _blur_(x: Tensor, blur: Tensor, sigma: Tensor) -> Tensor:
+    """Gaussian blur (kernel BLUR_KERNEL, reflect padding) of the views where `blur` is set."""
+    rows = blur.nonzero().squeeze(1)
+    if rows.numel():
+        part = x.index_select(0, rows)
+        s = sigma.index_select(0, rows)
+        part = separable(part, blur_matrices(s, x.shape[2]), blur_matrices(s, x.shape[3]))
+        x.index_copy_(0, rows, part)
+    return x
+
+
+def _finish_(x: Tensor, p: ViewParams, part: slice, mean: tuple, std: tuple) -> Tensor:
+    """Grayscale, blur, solarization and normalisation of the chunk `part`, in place."""
+    gray = None if p.gray is None else p.gray[part]
+    if p.solarize is None:  # blur before grayscale: both linear, they commute
+        if p.blur is not None:
+            _blur_(x, p.blur[part], p.sigma[part])
+        return gray_normalize_(x, gray, mean, std)
+    if gray is not None:
+        gray_(x, gray)
+    if p.blur is not None:
+        _blur_(x, p.blur[part], p.sigma[part])
+    rows = p.solarize[part].nonzero().squeeze(1)
+    if rows.numel():
+        solarize_(x, rows)
+    return normalize_(x, mean, std)
+
+
 def render(
-    images: Tensor,
-    overlay: Tensor | None,
-    p: ViewParams,
-    aug: AugConfig,
-    data: DataConfig,
-    chunk: int = 0,
+    images: Tensor, overlay: Tensor | None, p: ViewParams, data: DataConfig, chunk: int = 0
 ) -> Tensor:
     """Deterministic view pipeline: uint8 images (B, 3, H, W) and digit layer (B, 1, H, W) or
     None -> normalized float32 (M, 3, H, W) views for the parameters p (M views).
 
-    Geometry runs once on uint8; the float work runs chunk by chunk directly in the output, so
-    every op is in place on cache-resident data (the same arithmetic as one big batch).
-    `chunk`: views per chunk, 0 = CHUNK_PIXELS per torch thread on the CPU, all at once on a
-    GPU (where chunks would only multiply kernel launches)."""
+    The float work runs chunk by chunk directly in the output, so every op is in place on
+    cache-resident data (the same arithmetic as one big batch). `chunk`: views per chunk,
+    0 = CHUNK_PIXELS per torch thread on the CPU, all at once on a GPU (where chunks would only
+    multiply kernel launches)."""
     if images.shape[1] != 3:
         raise ValueError(
             f"views: the colour recipe needs RGB images, got {images.shape[1]} channels"
         )
+    if tuple(images.shape[2:]) != p.size:
+        raise ValueError(f"views: parameters drawn for size {p.size}, images {images.shape[2:]}")
     layers = images if overlay is None else torch.cat([images, overlay], 1)
-    layers = crop_flip(layers, p.source, p.dy, p.dx, p.flip if aug.flip else None, aug.crop_pad)
-    strength = aug.jitter if aug.jitter_p else (0.0, 0.0, 0.0, 0.0)
-    # Brightness rides on the uint8 -> float scale (1 / 255) of the compose pass.
-    scale = (p.factors[:, 0] if strength[0] else torch.ones_like(p.factors[:, 0])) / 255
-    gray = p.gray if aug.gray_p else None
+    if p.box is not None:  # resized crop: compose first, resample in float
+        layers = layers.index_select(0, p.source)
+    elif p.dy is not None or p.flip is not None:  # shift and flip on uint8
+        zero = torch.zeros_like(p.source)
+        dy, dx = (zero, zero) if p.dy is None else (p.dy, p.dx)
+        layers = crop_flip(layers, p.source, dy, dx, p.flip, p.pad)
+    else:
+        layers = layers.index_select(0, p.source)
+    mean, std = stats(data)
+    ops = p.jitter_ops
     m, _, h, w = layers.shape
+    one = torch.full((m,), 1 / 255, device=layers.device)
     if not chunk:
         cpu = layers.device.type == "cpu"
         chunk = max(1, CHUNK_PIXELS * torch.get_num_threads() // (h * w)) if cpu else m
     out = torch.empty(m, 3, h, w, device=layers.device)
     for i in range(0, m, chunk):
         part = slice(i, i + chunk)
-        x = _compose_scaled_(layers[part].float(), p.keep[part], scale[part], data, out[part])
-        if strength[0]:
-            x.clamp_(0, 1)  # brightness was folded into the compose pass
-        jitter_(x, p.factors[part], (0.0, *strength[1:]))
-        gray_normalize_(x, None if gray is None else gray[part])
+        factors = None if p.factors is None else p.factors[part]
+        if p.box is None:
+            # Brightness rides on the uint8 -> float scale (1 / 255) of the compose pass.
+            scale = factors[:, 0] / 255 if ops[0] else one[part]
+            x = compose_scaled(
+                layers[part].float(), p.keep[part], scale, data.strength, data.soft_mask, out[part]
+            )
+            if ops[0]:
+                x.clamp_(0, 1)
+            rest = (False, *ops[1:])
+        else:
+            x = compose_scaled(
+                layers[part].float(), p.keep[part], one[part], data.strength, data.soft_mask
+            )
+            box = p.box[part]
+            flip = None if p.flip is None else p.flip[part]
+            x = separable(
+                x,
+                window_matrices(box[:, 0], box[:, 2], h, h),
+                window_matrices(box[:, 1], box[:, 3], w, w, flip),
+                out=out[part],
+            ).clamp_(0, 1)
+            rest = ops
+        if factors is not None:
+            jitter_(x, factors, rest)
+        _finish_(x, p, part, mean, std)
     return out
 
 
@@ -332,14 +393,27 @@ def render(
 def two_views(
     batch: Split, aug: AugConfig, data: DataConfig, g: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """Both augmented views of a batch: float (B, C, H, W) images or (B, dim) vectors."""
+    """Both augmented views of a batch: float (B, C, H, W) images or (B, dim) vectors. View 1
+    follows aug.view1, view 2 aug.view2."""
     if batch.inputs.is_floating_point():  # vector data: inputs are the latents z
         return feature_views(
             batch.inputs, data.phi, data.dim, data.noise, aug.feature_drop, aug.sign_flip, g
         )
-    p = draw(len(batch), aug, g, batch.inputs.device)
-    views = render(batch.inputs, batch.overlay, p, aug, data)
+    size = tuple(batch.inputs.shape[2:])
+    p = draw(len(batch), aug, g, batch.inputs.device, size)
+    views = render(batch.inputs, batch.overlay, p, data)
     return views[: len(batch)], views[len(batch) :]
+
+
+def augment(batch: Split, view: ViewConfig, data: DataConfig, g: torch.Generator) -> Tensor:
+    """One augmented view per sample (the digit always kept): normalized float (B, 3, H, W).
+    For the linear-evaluation protocol (training images through a crop + flip view)."""
+    if batch.inputs.is_floating_point():
+        raise ValueError("augment: image data only (vector data has no image view)")
+    n, device = len(batch), batch.inputs.device
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    p = _draw_views(n, (view,), keep, tuple(batch.inputs.shape[2:]), g, device)
+    return render(batch.inputs, batch.overlay, p, data)
 
 
 def clean_view(batch: Split, data: DataConfig, g: torch.Generator) -> Tensor:
@@ -347,4 +421,42 @@ def clean_view(batch: Split, data: DataConfig, g: torch.Generator) -> Tensor:
     noise from `g` (seed it for a fixed probe set)."""
     if batch.inputs.is_floating_point():
         return embed(batch.inputs, data.phi, data.dim, data.noise, g)
-    return normalize(compose(batch.inputs, batch.overlay, None, data.strength, data.soft_mask))
+    composed = compose(batch.inputs, batch.overlay, None, data.strength, data.soft_mask)
+    return normalize(composed, data)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def describe_view(view: ViewConfig, data: DataConfig | str | None = None) -> str:
+    """One line: the resolved pipeline of a view, in the order `render` runs it, e.g.
+    "RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3), bicubic) -> HorizontalFlip p=0.5 ->
+    ColorJitter(0.8, 0.8, 0.8, 0.2) p=0.8 -> Grayscale p=0.2 -> GaussianBlur(sigma 0.1-2,
+    kernel 13) p=0.5 -> Normalize(cifar10)". Ops with probability 0 are left out."""
+
+    def prob(q: float) -> str:
+        return "" if q >= 1 else f" p={_num(q)}"
+
+    steps = []
+    if view.resized_crop:
+        scale = f"({_num(view.crop_min_scale)}, {_num(view.crop_max_scale)})"
+        steps.append(f"RandomResizedCrop(scale={scale}, ratio=(3/4, 4/3), bicubic)")
+    elif view.crop_pad:
+        steps.append(f"RandomCrop(padding={view.crop_pad})")
+    if view.horizontal_flip_prob:
+        steps.append("HorizontalFlip" + prob(view.horizontal_flip_prob))
+    if view.color_jitter_prob and any(view.jitter):
+        factors = ", ".join(_num(v) for v in view.jitter)
+        steps.append(f"ColorJitter({factors})" + prob(view.color_jitter_prob))
+    if view.gray_scale_prob:
+        steps.append("Grayscale" + prob(view.gray_scale_prob))
+    if view.gaussian_prob:
+        blur = f"GaussianBlur(sigma {_num(SIGMA[0])}-{_num(SIGMA[1])}, kernel {BLUR_KERNEL})"
+        steps.append(blur + prob(view.gaussian_prob))
+    if view.solarization_prob:
+        steps.append("Solarize(128/255)" + prob(view.solarization_prob))
+    name = data.name if isinstance(data, DataConfig) else data
+    stats_name = name if name in STATS else "cifar10"
+    steps.append(f"Normalize({stats_name})")
+    return " -> ".join(steps)
