@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test lint slow bench clean
+.PHONY: demo test typecheck lint slow bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

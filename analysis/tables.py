@@ -198,7 +198,7 @@ def history_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[d
 
 
 def _frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = frame.to_dict("records")  # type: ignore[assignment]
+    rows: list[dict[str, Any]] = frame.to_dict("records")
     for row in rows:
         for key, value in row.items():
             if isinstance(value, np.generic):

@@ -53,7 +53,8 @@ def _synthetic(
 
 def _weights(frame: pd.DataFrame, layer: str, norm: bool = False) -> np.ndarray:
     """(trials, features) weights of one layer."""
-    return frame[M.weight_columns(frame.columns, layer, norm)].to_numpy(dtype=float)
+    columns = M.weight_columns(frame.columns, layer, norm)
+    return np.asarray(frame[columns].to_numpy(dtype=float), dtype=float)
 
 
 def t1_t2_square_root_law(trials: pd.DataFrame, phi: list[float]) -> list[Verdict]:

@@ -119,7 +119,7 @@ def build(cls: type[T], raw: Mapping[str, Any], prefix: str = "") -> T:
     expand = getattr(cls, "expand", None)
     if expand is not None:
         values = expand(values, prefix)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name in names:
         if name not in values:
             continue

@@ -22,7 +22,7 @@ class Head(nn.Module):
 
     def __init__(self, stages: list[tuple[str, nn.Module]], out_dim: int) -> None:
         super().__init__()
-        self.stages = nn.ModuleDict(stages)
+        self.stages = nn.ModuleDict(dict(stages))
         self.out_dim = out_dim
 
     def forward(self, h: Tensor) -> Taps:
@@ -79,6 +79,8 @@ def reweight_vector(d: int, kappa: float) -> Tensor:
 
 class Reweight(nn.Module):
     """z = h ⊙ r with a frozen r: saved in the state dict (a buffer), never trained."""
+
+    weights: Tensor
 
     def __init__(self, d: int, kappa: float) -> None:
         super().__init__()

@@ -80,11 +80,19 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 # and the batch labels of loss.target to a scalar.
 Objective = Callable[[Tensor, Tensor, Tensor | None, LossConfig], Tensor]
 
+
+def _both_views(labels: Tensor | None) -> Tensor:
+    """The labels of both stacked views (2N,); supervised losses need them."""
+    if labels is None:
+        raise ValueError("loss.target: a supervised loss needs a label target")
+    return torch.cat([labels, labels])
+
+
 LOSSES: dict[str, Objective] = {
     "nt_xent": lambda z1, z2, y, c: nt_xent(z1, z2, c.temperature),
     "spectral": lambda z1, z2, y, c: spectral_contrastive(z1, z2),
-    "supcon": lambda z1, z2, y, c: supcon(torch.cat([z1, z2]), torch.cat([y, y]), c.temperature),
+    "supcon": lambda z1, z2, y, c: supcon(torch.cat([z1, z2]), _both_views(y), c.temperature),
     "barlow": lambda z1, z2, y, c: barlow_twins(z1, z2, c.lambda_offdiag, c.scale),
-    "cross_entropy": lambda z1, z2, y, c: cross_entropy(torch.cat([z1, z2]), torch.cat([y, y])),
+    "cross_entropy": lambda z1, z2, y, c: cross_entropy(torch.cat([z1, z2]), _both_views(y)),
 }
 SUPERVISED = frozenset({"supcon", "cross_entropy"})

@@ -183,7 +183,9 @@ def fit_sas(
             loss = sas_objective(x, y, weight, bias, penalty)
             loss.backward()
             cache.update(
-                point=point, loss=loss.detach(), grads=[p.grad.detach().clone() for p in params]
+                point=point,
+                loss=loss.detach(),
+                grads=[p.grad.detach().clone() for p in params if p.grad is not None],
             )
             return loss
 

@@ -34,7 +34,7 @@ class ProbeRow:
     target: str
     accuracy: float
     protocol: str  # the exact probe protocol (headsweep.probes.protocol_name)
-    dim: int  # feature dimension of the tap
+    dim: int | None  # feature dimension of the tap (None: not recorded, old sweeps only)
     n_train: int
     n_test: int
 
@@ -77,7 +77,8 @@ class TrialRecord:
         dimension, the phase timings and the granted resources."""
         out = dict(self.metrics)
         for row in self.probes:
-            out.setdefault(M.dim(row.tap), row.dim)
+            if row.dim is not None:
+                out.setdefault(M.dim(row.tap), row.dim)
         out.update({M.time(k): v for k, v in self.timings.items()})
         out.update({M.resources(k): v for k, v in self.resources.items()})
         return out

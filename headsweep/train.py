@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from headsweep import metrics as M
+from headsweep.atomic import write_with
 from headsweep.backbones import build_backbone
 from headsweep.config import TrialConfig, ViewConfig
 from headsweep.data import Dataset, Split, load_dataset
@@ -100,17 +99,8 @@ class TrainState:
         self.history = [dict(row) for row in state["history"]]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Atomic write: a temp file in the same directory, then rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Atomic write (headsweep.atomic): a temp file in the same directory, then rename."""
+        write_with(path, lambda tmp: torch.save(self.state_dict(), tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -189,7 +179,8 @@ class _Trial:
             h, z = taps["pre"].float(), taps["post"].float()
             out = z if model.classifier is None else model.classifier(z).float()
             labels = batch.labels[cfg.loss.target] if cfg.loss.target else None
-            loss = objective(*out.chunk(2), labels, cfg.loss)
+            out1, out2 = out.chunk(2)
+            loss = objective(out1, out2, labels, cfg.loss)
             total = loss
             if cfg.loss.mi_lambda > 0:
                 total = loss + cfg.loss.mi_lambda * matrix_mutual_information(
@@ -207,7 +198,8 @@ class _Trial:
                     if self.bound_loss
                     else nt_xent(h1, h2, cfg.loss.temperature)
                 )
-                mi = bottleneck_metrics(h1, h2, *z.detach().chunk(2), own)
+                z1, z2 = z.detach().chunk(2)
+                mi = bottleneck_metrics(h1, h2, z1, z2, own)
             sums += torch.stack(
                 [loss.detach(), total.detach(), mi["mi"], mi["mi_lower"], mi["mi_upper"]]
             )

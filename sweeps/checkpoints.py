@@ -53,17 +53,24 @@ class CheckpointPruner(tune.Callback):
             keep_from = settled[-1]  # the newest checkpoint a durable snapshot may name
             for _, old in history[:keep_from]:
                 try:
-                    old.filesystem.delete_dir(old.path)
+                    _filesystem(old).delete_dir(old.path)
                 except (FileNotFoundError, OSError) as exc:  # already gone: nothing to free
                     log.debug("could not delete %s: %s", old.path, exc)
             del history[:keep_from]
+
+
+def _filesystem(checkpoint: tune.Checkpoint) -> fs.FileSystem:
+    """Where a checkpoint lives (Tune's checkpoints always carry their filesystem)."""
+    if checkpoint.filesystem is None:
+        raise OSError(f"checkpoint {checkpoint.path} has no filesystem")
+    return checkpoint.filesystem
 
 
 def _older_siblings(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     """The trial's checkpoints on storage that sort before this one (checkpoint_000003, ...)."""
     trial_dir, name = posixpath.split(checkpoint.path.rstrip("/"))
     try:
-        entries = checkpoint.filesystem.get_file_info(fs.FileSelector(trial_dir))
+        entries = _filesystem(checkpoint).get_file_info(fs.FileSelector(trial_dir))
     except OSError:
         return []
     return [

@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.locations import SweepError  # after the logging level: it imports MLflow
 
     try:
-        return args.fn(args)
+        code: int = args.fn(args)
+        return code
     except SpecError as exc:
         return _fail(str(exc))
     except (SweepError, ConnectionError, FileNotFoundError) as exc:

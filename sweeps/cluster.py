@@ -46,7 +46,10 @@ STORAGE_ADVICE = (
 def _schema() -> dict[str, Any]:
     import ray.autoscaler
 
-    return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    schema: dict[str, Any] = json.loads(
+        (Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text()
+    )
+    return schema
 
 
 def _dotted(path: Iterable[Any]) -> str:

@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -94,7 +95,7 @@ def check_fits(spec: SweepSpec, nodes: list[dict[str, float]]) -> None:
 def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
-    common = {"log_to_driver": False, "logging_level": logging.WARNING}
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **common)
     else:

@@ -72,8 +72,9 @@ def override(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any
     return raw
 
 
-def apply_profiles(raw: dict[str, Any], profiles: list[str]) -> dict[str, Any]:
+def apply_profiles(raw: Mapping[str, Any], profiles: list[str]) -> dict[str, Any]:
     """The named override sets of the spec's `profiles`, in order."""
+    raw = dict(raw)
     table = raw.get("profiles") or {}
     if not isinstance(table, dict):
         raise SpecError("profiles: expected a mapping of profile name to overrides")

@@ -10,13 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import write_spec
 from mlflow.tracking import MlflowClient
 
+from analysis.tables import CONFIG_COLUMNS
 from sweeps import cli
-from sweeps.driver import Locations
-from sweeps.tracking import ERROR, PARENT, ROLE
+from sweeps.locations import Locations
+from sweeps.tracking import ERROR, PARENT, ROLE, TRIAL_ID, param_text
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +68,14 @@ def test_quickstart_runs_end_to_end_and_the_ui_shows_every_trial(ray_session, tm
     assert all("probe/digit/pre" in c.data.metrics for c in children)
     artifacts = {a.path for a in tracker.client.list_artifacts(parent.info.run_id, "sweep")}
     assert "sweep/spec.yaml" in artifacts
+    # Every child's params are the full resolved config: the trials table's config columns.
+    table = pq.read_table(Locations.make(root).tables("qs") / "trials.parquet")
+    columns = json.loads(table.schema.metadata[CONFIG_COLUMNS.encode()])
+    rows = {row["trial_id"]: row for row in table.to_pylist()}
+    assert len(rows) == 9 and "model.head.kappa" in columns  # defaults included
+    for child in children:
+        row = rows[child.data.tags[TRIAL_ID]]
+        assert child.data.params == {key: param_text(row[key]) for key in columns}
 
     # `headsweep ui` serves the same store; check it through MLflow's client over HTTP.
     port = free_port()
@@ -249,6 +259,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
 
 def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
     import optuna
+    import sqlalchemy
 
     spec = write_spec(
         tmp_path / "optuna.yaml",
@@ -284,6 +295,8 @@ def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
             try:
                 study = optuna.load_study(study_name="searched", storage=storage)
             except KeyError:  # not created yet
+                return False
+            except sqlalchemy.exc.SQLAlchemyError:  # the driver is still creating its schema
                 return False
             return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2
 

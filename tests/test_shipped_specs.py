@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sweeps import cli
-from sweeps.driver import Locations
+from sweeps.locations import Locations
 from sweeps.spec import load_spec
 
 pytestmark = pytest.mark.ray

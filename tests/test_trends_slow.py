@@ -13,7 +13,7 @@ import pytest
 
 from analysis import trends
 from sweeps import cli
-from sweeps.driver import Locations
+from sweeps.locations import Locations
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(3600)]
 REPO = Path(__file__).resolve().parents[1]
