@@ -339,6 +339,7 @@ class TrialConfig:
             base["train"]["forward"] = "auto"
         return TrialConfig.from_dict(merge(base, unflatten(overrides)))
 
+
 __all__ = [
     "AugConfig",
     "DataConfig",

@@ -293,7 +293,9 @@ def synthetic_trials(slope=0.5, seeds=3, drop_factor=(0.5, 0.8), weak_post=0.001
 
 
 def synthetic_verdicts(**kw):
-    return {v.name: v.outcome for v in trends.check("xue_synthetic_linear", pd.DataFrame({"target": ["x"]}), synthetic_trials(**kw))}  # fmt: skip
+    probes = pd.DataFrame({"target": ["x"]})
+    verdicts = trends.check("xue_synthetic_linear", probes, synthetic_trials(**kw))
+    return {v.name: v.outcome for v in verdicts}
 
 
 def test_synthetic_linear_three_outcomes():
