@@ -92,7 +92,7 @@ QUICK = Settings(batch=256, repeats=2, ref_window=2, batched_window=3, step_batc
 
 
 def trial_config(s: Settings, recipe: str = "sas_digits") -> TrialConfig:
-    """The benchmarked recipe: `sas_digits` (SCIENCE.md §4.2) plus the CIFAR pad-and-crop 4 (the
+    """The benchmarked recipe: `sas_digits` (docs/science.md §4.2) + the CIFAR pad-and-crop 4 (the
     recipe of the earlier runs in BENCHMARKS.md), or a named recipe as it is."""
     aug: dict[str, Any] = {"recipe": recipe, "p_drop": 0.5}
     if recipe == "sas_digits":

@@ -53,7 +53,7 @@ GRID = 2  # grid_cnn: the final map is average-pooled to GRID x GRID cells, then
 
 
 def grid_cnn(cfg: ModelConfig, in_channels: int) -> Backbone:
-    """A CNN that keeps where things are (SCIENCE.md §9): conv3x3-BN-ReLU stages, one per width,
+    """A CNN that keeps where things are (docs/science.md §9): conv3x3-BN-ReLU stages, 1 per width,
     all but the last with stride 2, the last with stride 1; the final map is average-pooled to a
     2x2 grid and flattened, so d = 4 * widths[-1] (512 with the default (32, 64, 128, 128)).
 

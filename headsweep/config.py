@@ -26,7 +26,7 @@ LINEAR_EVAL_OPTIMIZERS = ("sgd", "lars")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data, how much of it, and how the digit feature is composed (SCIENCE.md §4.1-4.2)."""
+    """Which data, how much, and how the digit feature is composed (docs/science.md §4.1-4.2)."""
 
     name: str = "digits_on_texture"  # key of headsweep.data.DATASETS
     root: str = "./data"  # torchvision on-disk formats live here
@@ -57,7 +57,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Projection head (SCIENCE.md §1). Fields a head does not use are ignored by it."""
+    """Projection head (docs/science.md §1). Fields a head does not use are ignored by it."""
 
     name: str = "mlp"  # key of headsweep.heads.HEADS
     preset: str = ""  # "" or a key of HEAD_PRESETS; explicit keys override it

@@ -1,4 +1,4 @@
-"""Projection heads g (SCIENCE.md §1), each selectable by name.
+"""Projection heads g (docs/science.md §1), each selectable by name.
 
 Every head maps encoder features h (B, d) to an ordered dict of *taps*: ``pre`` (h itself), one
 entry per internal layer, and ``post`` (z = g(h)). Probes read any tap without hooks, so the

@@ -1,4 +1,4 @@
-"""[O]'s reporting protocol (SCIENCE.md §8, solo-learn's `main_linear`): linear classifiers
+"""[O]'s reporting protocol (docs/science.md §8, solo-learn's `main_linear`): linear classifiers
 trained on frozen encoder features of *augmented* training images, scored on clean test
 features. No fine-tuning: the encoder runs in eval mode without gradients for the whole run
 (its weights and BatchNorm statistics never change).
@@ -14,7 +14,7 @@ parameters excluded), per-step linear warmup then cosine or constant lr, minibat
 `drop_last=True`). The run is a function of `seed`: one generator draws the classifier
 initialisation, the shuffles and the augmentations.
 
-This is a different protocol from the frozen-feature probes of `headsweep.probes` (SCIENCE.md
+This is a different protocol from the frozen-feature probes of `headsweep.probes` (docs/science.md
 §8): its results carry `protocol_name(cfg)`, starting with ``linear_eval(``.
 """
 

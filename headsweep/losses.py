@@ -1,4 +1,4 @@
-"""Pretraining losses (SCIENCE.md §2), always computed in fp32 even under mixed precision."""
+"""Pretraining losses (docs/science.md §2), always computed in fp32 even under mixed precision."""
 
 from __future__ import annotations
 

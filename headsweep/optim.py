@@ -16,7 +16,7 @@ from headsweep.config import OptimConfig
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and a layer-wise trust ratio (You et al. 2017), with solo-learn's
-    semantics (solo/utils/lars.py), the optimiser of [O] (SCIENCE.md §8). Per parameter p with
+    semantics (solo/utils/lars.py), the optimiser of [O] (docs/science.md §8). Per parameter p with
     gradient g, weight decay wd and the group's current lr:
 
         if (p.ndim != 1 or not exclude_bias_n_norm) and ||p|| != 0 and ||g|| != 0:

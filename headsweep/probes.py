@@ -1,5 +1,5 @@
-"""Frozen-feature probes (SCIENCE.md §5): features of every tap extracted once with the model in
-eval mode and no gradient, then one linear probe per tap and target, scored on a held-out split.
+"""Frozen-feature probes (docs/science.md §5): features of every tap extracted once with the model
+in eval mode and no gradient, then one linear probe per tap and target, scored on a held-out split.
 
 Protocols (`PROTOCOLS`, keyed by `probe.protocol`):
 

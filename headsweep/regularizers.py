@@ -1,5 +1,5 @@
 """Matrix-based mutual-information bottleneck between encoder and head features
-([O] Ouyang et al., ICLR 2025, §4; SCIENCE.md §3).
+([O] Ouyang et al., ICLR 2025, §4; docs/science.md §3).
 
 With Ẑ row-normalised, K = Ẑ Ẑ^T has a unit diagonal and K / n is a density matrix; the matrix
 Rényi entropy is H_α(K) = 1/(1-α) log tr((K/n)^α), and

@@ -1,4 +1,4 @@
-"""Theory experiments of [X] (Xue et al., ICLR 2024, §3-4; SCIENCE.md §4.1), small enough for a
+"""Theory experiments of [X] (Xue et al., ICLR 2024, §3-4; docs/science.md §4.1), small enough for a
 CPU in seconds.
 
 Two models on the vector data of `headsweep.data.synthetic`, trained with the spectral
@@ -25,7 +25,7 @@ raw and normalised by their max over features; the log-log slope of pre against 
 balancedness ||W1 W1^T - W2^T W2||_F / ||W1 W1^T||_F; and few-shot ridge probes for sign(z_k) on
 pre and post features of clean inputs. The ridge penalty is fixed on purpose: an unregularised
 probe is blind to rescaling of axis-aligned features, so it cannot see the reweighting the head
-does (SCIENCE.md §4.1).
+does (docs/science.md §4.1).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ Callback = Callable[[int, dict[str, float], dict[str, Any]], None]
 
 
 def population_moments(cfg: SyntheticConfig) -> tuple[Tensor, Tensor]:
-    """Diagonals of M = E[x x+^T] and Sigma = E[x x^T], each float64 (dim,) (SCIENCE.md §4.1).
+    """Diagonals of M = E[x x+^T] and Sigma = E[x x^T], each float64 (dim,) (docs/science.md §4.1).
 
     A view keeps feature k with probability 1 - p_k / 2 (dropped in one of the two views with
     probability p_k), both views share it with probability 1 - p_k, and a sign-flipped feature
@@ -165,7 +165,7 @@ def _feature_weights(
 def run(
     config: SyntheticConfig | Mapping[str, Any], on_epoch: Callback | None = None
 ) -> SyntheticResult:
-    """Train one synthetic model and measure it (SCIENCE.md §4.1, trends T1-T5).
+    """Train one synthetic model and measure it (docs/science.md §4.1, trends T1-T5).
 
     `on_epoch(epoch, metrics, state)` is called every `report_every` steps (epoch = number of
     reports so far, from 1) with metrics {"train/loss", "train/step"} and state {"W1", "W2"}

@@ -1,4 +1,4 @@
-"""The synthetic theory experiments' config and result ([X] §3-4; SCIENCE.md §4.1): what one
+"""The synthetic theory experiments' config and result ([X] §3-4; docs/science.md §4.1): what one
 trial of `headsweep.synthetic.run` takes and what it measured."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from headsweep.configtree import build
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """One synthetic trial (SCIENCE.md §4.1). Defaults are [DER]: chosen here, not by [X]."""
+    """One synthetic trial (docs/science.md §4.1). Defaults are [DER]: chosen here, not by [X]."""
 
     model: str = "linear"  # linear: W2 W1 x | relu: W2 ReLU(W1 x)
     mode: str = "population"  # population (closed form, linear only) | sampled (minibatches)
@@ -39,7 +39,7 @@ class SyntheticConfig:
     probe_shots: int = 100  # labelled training points of the few-shot probe
     # Ridge penalty on the mean squared error, fixed, never tuned per run: comparable to the
     # per-feature variance of a learned representation (~1 for the spectral loss), so a feature
-    # the model scales down is shrunk by the probe (SCIENCE.md §4.1) [DER].
+    # the model scales down is shrunk by the probe (docs/science.md §4.1) [DER].
     probe_penalty: float = 0.1
     probe_test: int = 2000  # held-out points the probe is scored on
     report_every: int = 0  # call the callback every this many steps (0 = never)

@@ -4,7 +4,7 @@ Every view draws its own random parameters, but there is no per-sample Python lo
 DataLoader: the whole batch is transformed at once (the approach of KellerJordan/cifar10-airbench),
 deterministically given the `torch.Generator`.
 
-Recipes (SCIENCE.md §4.2, §8): view 1 of every sample follows `aug.view1`, view 2 `aug.view2`
+Recipes (docs/science.md §4.2, §8): view 1 of every sample follows `aug.view1`, view 2 `aug.view2`
 (asymmetric recipes such as `barlow_cifar`, where only view 2 solarizes). Per view, in order:
 
 1. digit composition: x = (1 - s m) C + s m D, the digit dropped in exactly one view of a pair

@@ -1,4 +1,4 @@
-"""Encoders: output widths, and what the CPU-scale encoder `grid_cnn` can see (SCIENCE.md §9)."""
+"""Encoders: output widths, and what the CPU-scale encoder `grid_cnn` sees (docs/science.md §9)."""
 
 from __future__ import annotations
 

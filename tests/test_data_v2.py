@@ -1,5 +1,5 @@
 """The stand-in data v2 (`textures_v2`): what it makes hard and what it leaves learnable
-(SCIENCE.md §9). The object and its coarse group must live in texture structure, not in colour
+(docs/science.md §9). The object and its coarse group must live in texture structure, not in colour
 statistics; the digit must be readable from the pixels; the dataset is a deterministic, balanced
 function of data.seed; v1 (`digits_on_texture`) still loads for old sweeps."""
 

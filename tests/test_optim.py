@@ -1,4 +1,4 @@
-"""LARS against an independent implementation of solo-learn's update (SCIENCE.md §8)."""
+"""LARS against an independent implementation of solo-learn's update (docs/science.md §8)."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""Synthetic theory experiments of [X] (Xue et al., ICLR 2024; SCIENCE.md §4.1): the vector
-data and its views, the closed-form population loss, and trends T1-T5 of SCIENCE.md §6.
+"""Synthetic theory experiments of [X] (Xue et al., ICLR 2024; docs/science.md §4.1): the vector
+data and its views, the closed-form population loss, and trends T1-T5 of docs/science.md §6.
 
 Every trend test runs real training (population gradient descent for the linear model, SGD on
 sampled views for the ReLU model) and checks the measured numbers against the theory; nothing

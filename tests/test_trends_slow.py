@@ -1,4 +1,4 @@
-"""CPU-scale checks of the trends SCIENCE.md §6 reports from real data (T6, T8, T10).
+"""CPU-scale checks of the trends docs/science.md §6 reports from real data (T6, T8, T10).
 
 Slow (tens of minutes on 2 cores): `pytest -m slow`. Each runs a shipped spec with its `cpu`
 profile, a reduced grid and 3 seeds, through the real CLI on real Ray Tune, then judges the

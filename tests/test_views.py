@@ -394,7 +394,7 @@ EVERYTHING = AugConfig(
 
 def reference_views(objects, digits, p: V.ViewParams, aug: AugConfig, data: DataConfig):
     """The recipe per view with torchvision.transforms.v2.functional, from the same parameters,
-    in SCIENCE.md §8's order (flip last)."""
+    in docs/science.md §8's order (flip last)."""
     n, (height, width) = len(objects), objects.shape[-2:]
     mean, std = V.stats(data)
     out = []

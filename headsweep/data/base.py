@@ -1,7 +1,7 @@
 """The in-memory dataset every trial works on: whole splits as tensors on the trial's device.
 
 Images stay uint8 until a view is made (4x less memory and bandwidth than float); the digit of
-the MNIST-on-CIFAR experiments is a separate layer (`overlay`) composed per view (SCIENCE.md §4.2).
+the MNIST-on-CIFAR experiments is a separate layer (`overlay`) composed per view (docs/science.md §4.2).
 """
 
 from __future__ import annotations

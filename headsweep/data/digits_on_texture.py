@@ -1,4 +1,4 @@
-"""Offline stand-in for MNIST-on-CIFAR-10 ([X] Fig. 3; SCIENCE.md §4.2).
+"""Offline stand-in for MNIST-on-CIFAR-10 ([X] Fig. 3; docs/science.md §4.2).
 
 Objects are procedurally generated 32x32 colour textures in 10 classes: oriented sinusoidal
 gratings whose class fixes the orientation (5 values) and the frequency (2 values), each class with

@@ -1,4 +1,4 @@
-"""Vector data of the theory experiments ([X] Xue et al., ICLR 2024, §3-4; SCIENCE.md §4.1).
+"""Vector data of the theory experiments ([X] Xue et al., ICLR 2024, §3-4; docs/science.md §4.1).
 
 K latent features z_k ~ N(0, 1) sit on the first K coordinates of x in R^dim with strengths phi_k;
 the other coordinates carry only noise:
@@ -24,7 +24,7 @@ FULL_TRAIN, FULL_TEST = 10_000, 2_000  # sizes when data.n_train / data.n_test i
 
 
 def synthetic(cfg: DataConfig) -> Dataset:
-    """Latents for the vector data of SCIENCE.md §4.1: `inputs` float32 (N, K) with K = len(phi),
+    """Latents for the vector data of docs/science.md §4.1: `inputs` float32 (N, K) with K = len(phi),
     z ~ N(0, 1); targets `feature{k}` = int64 (z_k > 0), i.e. the sign of feature k, 2 classes.
     Turn latents into inputs with `embed` (clean) or `feature_views` (two augmented views)."""
     k = len(cfg.phi)
@@ -54,7 +54,7 @@ def embed(
     keep: Tensor | None = None,
     flip: Tensor | None = None,
 ) -> Tensor:
-    """Latents -> inputs: x = sum_k phi_k s_k z_k e_k + noise * xi (SCIENCE.md §4.1).
+    """Latents -> inputs: x = sum_k phi_k s_k z_k e_k + noise * xi (docs/science.md §4.1).
 
     z: (N, K) latents; phi: K strengths; keep: (N, K) bool, False zeroes feature k of that row;
     flip: (N, K) bool, True flips its sign (s_k = -1). xi ~ N(0, I_dim) is drawn from `generator`,

@@ -1,5 +1,5 @@
 """CIFAR-10, CIFAR-100 and MNIST-on-CIFAR-10 read from torchvision's on-disk formats
-(SCIENCE.md §4.2-4.3).
+(docs/science.md §4.2-4.3).
 
 Layout under `data.root` (what `torchvision.datasets` writes when it downloads):
 
@@ -97,7 +97,7 @@ def cifar100(cfg: DataConfig) -> Dataset:
 
 
 def mnist_on_cifar10(cfg: DataConfig) -> Dataset:
-    """CIFAR-10 objects with an MNIST digit each ([X] Fig. 3, SCIENCE.md §4.2).
+    """CIFAR-10 objects with an MNIST digit each ([X] Fig. 3, docs/science.md §4.2).
 
     inputs uint8 (N, 3, 32, 32), overlay uint8 (N, 1, 32, 32): the digit resized to
     `data.digit_size` px and centred, composed with the object per view. Digits are drawn at random
