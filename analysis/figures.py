@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.tables import HEAD_KEY
 from analysis.trials import FINISHED
 from headsweep import metrics as M
+from headsweep.atomic import write_if_changed
 
 MAX_LINES = 8
 LABELS = {
@@ -31,16 +32,11 @@ LABELS = {
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    """Write only when the picture changed, so a re-run leaves files untouched."""
+    """Write (atomically) only when the picture changed, so a re-run leaves files untouched."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    data = buffer.getvalue()
-    if not path.exists() or path.read_bytes() != data:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".png.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    write_if_changed(path, buffer.getvalue())
     return path
 
 

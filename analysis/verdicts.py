@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 HELD, FAILED, INCONCLUSIVE = "held", "failed", "inconclusive"
 MIN_SEEDS = 3
@@ -55,8 +56,6 @@ class Interval:
 
 def interval(values: Iterable[float]) -> Interval:
     """The 95% t-interval of the mean of `values` (NaNs dropped); bounds are NaN for n < 2."""
-    from scipy import stats
-
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     n = len(x)
     if n == 0:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import ray
+import ray.autoscaler
 import yaml
+from ray.autoscaler._private.providers import _DEFAULT_CONFIGS
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from headsweep.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,6 @@ STORAGE_ADVICE = (
 
 
 def _schema() -> dict[str, Any]:
-    import ray.autoscaler
-
     schema: dict[str, Any] = json.loads(
         (Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text()
     )
@@ -57,8 +63,6 @@ def _dotted(path: Iterable[Any]) -> str:
 
 
 def _schema_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    import jsonschema
-
     problems = []
     validator = jsonschema.Draft7Validator(schema)
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
@@ -92,8 +96,6 @@ def _shape_problems(config: dict[str, Any]) -> list[str]:
         return ["provider: required mapping is missing (e.g. {type: aws, region: us-west-2})"]
     if not isinstance(provider.get("type"), str):
         return ["provider.type: required string is missing (aws, gcp, azure, local, ...)"]
-    from ray.autoscaler._private.providers import _DEFAULT_CONFIGS
-
     if provider["type"] not in _DEFAULT_CONFIGS:
         known = ", ".join(sorted(_DEFAULT_CONFIGS))
         return [f"provider.type: unknown provider {provider['type']!r} (known: {known})"]
@@ -140,8 +142,6 @@ def _auth_mode_problems(config: dict[str, Any]) -> list[str]:
 def validate_cluster(path: str | Path) -> list[str]:
     """Problems of a Ray cluster launcher YAML, each naming its key; [] when `ray up` would
     accept it (as far as can be known without the cloud: no credentials, no network)."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -253,9 +253,6 @@ def nodes_not_seeing(directory: Path, timeout: float = 60.0) -> tuple[list[str],
     """Write a marker file under `directory` and look for it from a zero-CPU task pinned to
     every alive node of the connected Ray cluster. Returns the nodes that cannot see it (each
     described by address and id) and the number of alive nodes. Removes what it created."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     here = ray.get_runtime_context().get_node_id()
     others = [n for n in nodes if n["NodeID"] != here]  # the driver sees its own file
@@ -264,7 +261,7 @@ def nodes_not_seeing(directory: Path, timeout: float = 60.0) -> tuple[list[str],
     created = [p for p in [directory, *directory.parents] if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / f".headsweep-shared-{uuid.uuid4().hex}"
-    marker.write_text("written by the sweep driver to check that every node sees this path\n")
+    write_text(marker, "written by the sweep driver to check that every node sees this path\n")
 
     def sees(name: str) -> bool:  # defined here so it travels by value, not by module import
         return os.path.exists(name)

@@ -196,7 +196,7 @@ def __getattr__(name: str) -> Any:
     # Sweeps stored before the callback moved to sweeps.trial_logger pickled it under this
     # module; `headsweep resume` of such a sweep unpickles it from here (imports Ray: lazily).
     if name == "MLflowTrialLogger":
-        from sweeps.trial_logger import MLflowTrialLogger
+        from sweeps.trial_logger import MLflowTrialLogger  # lazily: it imports Ray
 
         return MLflowTrialLogger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
