@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
 from headsweep.configtree import POINT
@@ -51,7 +52,7 @@ class Progress(tune.Callback):
         self.__dict__.update(state)
         self._started, self._last = time.monotonic(), 0.0
 
-    def _label(self, trial: Any) -> str:
+    def _label(self, trial: Trial) -> str:
         values = []
         for key in self.axes:
             node = _axis_value(trial.config, key)
@@ -66,10 +67,14 @@ class Progress(tune.Callback):
         elapsed = int(time.monotonic() - self._started)
         print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self._print(f"start   {self._label(trial)}")
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         result = trial.last_result or {}
         score = ""
         if self.metric in result:
@@ -78,11 +83,13 @@ class Progress(tune.Callback):
                 score += f" post={_fmt(result[self.partner])}"
         self._print(f"done    {self._label(trial)}{score}")
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         lines = [ln for ln in trial_error_text(trial).strip().splitlines() if ln.strip()]
         self._print(f"FAILED  {self._label(trial)}: {lines[-1] if lines else 'see MLflow'}")
 
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         now = time.monotonic()
         if now - self._last < self.every_s:
             return
@@ -99,7 +106,7 @@ class Progress(tune.Callback):
                 line += f" (post {_fmt(best[1])})"
         self._print(line)
 
-    def best(self, trials: list) -> tuple[float, float | None] | None:
+    def best(self, trials: list[Trial]) -> tuple[float, float | None] | None:
         scored = [
             t.last_result
             for t in trials

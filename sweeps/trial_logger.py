@@ -16,6 +16,7 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
 from headsweep.configtree import flatten, resolve
@@ -70,7 +71,7 @@ class MLflowTrialLogger(tune.Callback):
         info = TRAINABLES.get(getattr(self, "trainable", ""))
         return info.flat_config(config) if info else flatten(resolve(config))
 
-    def run_id(self, trial: Any) -> str:
+    def run_id(self, trial: Trial) -> str:
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         found = self.client.search_runs(
@@ -97,11 +98,13 @@ class MLflowTrialLogger(tune.Callback):
         self._runs[trial.trial_id] = run_id
         return run_id
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self.run_id(trial)
 
     def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
         step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
@@ -109,15 +112,17 @@ class MLflowTrialLogger(tune.Callback):
         for start in range(0, len(metrics), 900):
             self.client.log_batch(self.run_id(trial), metrics=metrics[start : start + 900])
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         run_id = self.run_id(trial)
         self._log_record(run_id, trial)
         self.client.set_terminated(run_id, "FINISHED")
 
-    def _log_record(self, run_id: str, trial: Any) -> None:
+    def _log_record(self, run_id: str, trial: Trial) -> None:
         """The record and resolved config from the trial's last checkpoint, as artifacts."""
         checkpoint = trial.checkpoint
-        if checkpoint is None:
+        if checkpoint is None or checkpoint.filesystem is None:
             return
         for name in (FILE, CONFIG_FILE):
             try:
@@ -127,14 +132,18 @@ class MLflowTrialLogger(tune.Callback):
                 continue  # a trial stopped early by the scheduler has no record
             self.client.log_text(run_id, text, name)
 
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, "headsweep.retries", str(trial.num_failures))
         self.client.log_text(
             run_id, trial_error_text(trial), f"errors/attempt_{trial.num_failures}.txt"
         )
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         run_id = self.run_id(trial)
         text = trial_error_text(trial)
         self.client.set_tag(run_id, ERROR, text[-MAX_TAG:])
@@ -157,7 +166,7 @@ def reportable(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def trial_error_text(trial: Any) -> str:
+def trial_error_text(trial: Trial) -> str:
     """The traceback Tune stored for a failed trial."""
     path = trial.error_file or ""
     try:

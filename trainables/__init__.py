@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from headsweep.configtree import flatten, resolve
 from headsweep.record import TrialRecord
@@ -27,24 +27,26 @@ class TrialSettings(Protocol):
 
 
 EpochHook = Callable[[int, dict[str, float]], None]
+S = TypeVar("S", bound=TrialSettings)
 
 
 @dataclass(frozen=True)
-class Trainable:
+class Trainable(Generic[S]):
+    """One kind of trial; S is its config type (TrialConfig, SyntheticConfig)."""
+
     name: str
     fn: Callable[..., None]  # what Tune runs: fn(trial_config, checkpoint_every=...)
-    parse: Callable[[Mapping[str, Any]], Any]  # nested config -> validated TrialSettings
-    run_local: Callable[[Any, EpochHook | None], TrialRecord]  # one trial, no Ray
-    default_metric: Callable[[Any], str]  # what progress and tables focus on
-    check_metric: Callable[[str, Any], str]  # "" if a trial reports the metric, else why not
+    parse: Callable[[Mapping[str, Any]], S]  # nested config -> validated config
+    run_local: Callable[[S, EpochHook | None], TrialRecord]  # one trial, no Ray
+    default_metric: Callable[[S], str]  # what progress and tables focus on
+    check_metric: Callable[[str, S], str]  # "" if a trial reports the metric, else why not
     seed_key: str  # the config key that seeds a trial (a sweep axis like any other)
     smoke: Mapping[str, Any]  # dotted overrides that shrink a trial to seconds
     calibrates: bool  # image experiments: `headsweep calibrate` trains their control
 
-    def settings(self, tune_config: Mapping[str, Any]) -> TrialSettings:
+    def settings(self, tune_config: Mapping[str, Any]) -> S:
         """The validated config of what Tune hands a trial (base + point)."""
-        settings: TrialSettings = self.parse(resolve(tune_config))
-        return settings
+        return self.parse(resolve(tune_config))
 
     def flat_config(self, tune_config: Mapping[str, Any]) -> dict[str, Any]:
         """Dotted keys of the resolved config (every default filled in): the MLflow params and
@@ -55,7 +57,8 @@ class Trainable:
             return flatten(resolve(tune_config))
 
 
-TRAINABLES: dict[str, Trainable] = {
+# Any: each entry has its own config type; callers pass an entry's own settings back to it.
+TRAINABLES: dict[str, Trainable[Any]] = {
     "contrastive": Trainable(
         name=contrastive.NAME,
         fn=contrastive.contrastive,
