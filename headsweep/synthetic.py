@@ -26,6 +26,15 @@ balancedness ||W1 W1^T - W2^T W2||_F / ||W1 W1^T||_F; and few-shot ridge probes 
 pre and post features of clean inputs. The ridge penalty is fixed on purpose: an unregularised
 probe is blind to rescaling of axis-aligned features, so it cannot see the reweighting the head
 does (docs/science.md §4.1).
+
+Why vector data has two paths, and what they share: this module trains [X]'s exact two-layer
+models, whose closed-form loss, per-feature weights and balancedness the theory trends T1-T5
+are stated for; `pretrain` on `data.name: synthetic` sends the same data through the general
+pipeline (backbone, head, loss, frozen probes) and checks that pipeline, not the theory. One
+would have to give up either the closed form or the pipeline, so both stay; they share the data
+and its views (`headsweep.data.synthetic.embed`, `feature_views`), the spectral loss and the
+one closed-form ridge probe (`headsweep.probes.ridge_accuracy`). The theory's config stays flat
+(`SyntheticConfig`: its keys are the theory's symbols and its stored sweeps' columns).
 """
 
 from __future__ import annotations
