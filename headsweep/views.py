@@ -244,14 +244,13 @@ def _draw_views(
         box = crop_boxes(low, high, size, g)
         shift = torch.zeros(m, 4, dtype=torch.long, device=device)
         shift[:, 2], shift[:, 3] = size
-        if p.dy is not None:
+        if p.dy is not None and p.dx is not None:
             shift[:, 0], shift[:, 1] = p.dy - p.pad, p.dx - p.pad
         p.box = torch.where((low < 1)[:, None], box, shift)
         p.pad, p.dy, p.dx = 0, None, None
     p.flip = chance("horizontal_flip_prob")
-    p.jitter_ops = tuple(
-        any(v.color_jitter_prob > 0 and v.jitter[k] > 0 for v in views) for k in range(4)
-    )
+    used = [any(v.color_jitter_prob > 0 and v.jitter[k] > 0 for v in views) for k in range(4)]
+    p.jitter_ops = (used[0], used[1], used[2], used[3])
     if any(p.jitter_ops):
         p.jitter = chance("color_jitter_prob")
         ranges = torch.tensor(
@@ -264,6 +263,7 @@ def _draw_views(
         low, high = ranges[..., 0], ranges[..., 1]
         factors = torch.rand(m, 4, generator=g, device=device) * (high - low) + low
         identity = torch.tensor(IDENTITY_FACTORS, device=device)
+        assert p.jitter is not None  # some view jitters: drawn above
         p.factors = torch.where(p.jitter[:, None], factors, identity)  # (M, 4): tiny
     p.gray = chance("gray_scale_prob")
     p.blur = chance("gaussian_prob")
@@ -310,12 +310,12 @@ def _finish_(x: Tensor, p: ViewParams, part: slice, mean: tuple, std: tuple) -> 
     """Grayscale, blur, solarization and normalisation of the chunk `part`, in place."""
     gray = None if p.gray is None else p.gray[part]
     if p.solarize is None:  # blur before grayscale: both linear, they commute
-        if p.blur is not None:
+        if p.blur is not None and p.sigma is not None:
             _blur_(x, p.blur[part], p.sigma[part])
         return gray_normalize_(x, gray, mean, std)
     if gray is not None:
         gray_(x, gray)
-    if p.blur is not None:
+    if p.blur is not None and p.sigma is not None:
         _blur_(x, p.blur[part], p.sigma[part])
     rows = p.solarize[part].nonzero().squeeze(1)
     if rows.numel():
@@ -344,7 +344,7 @@ def render(
         layers = layers.index_select(0, p.source)
     elif p.dy is not None or p.flip is not None:  # shift and flip on uint8
         zero = torch.zeros_like(p.source)
-        dy, dx = (zero, zero) if p.dy is None else (p.dy, p.dx)
+        dy, dx = (zero, zero) if p.dy is None or p.dx is None else (p.dy, p.dx)
         layers = crop_flip(layers, p.source, dy, dx, p.flip, p.pad)
     else:
         layers = layers.index_select(0, p.source)
@@ -361,7 +361,7 @@ def render(
         factors = None if p.factors is None else p.factors[part]
         if p.box is None:
             # Brightness rides on the uint8 -> float scale (1 / 255) of the compose pass.
-            scale = factors[:, 0] / 255 if ops[0] else one[part]
+            scale = factors[:, 0] / 255 if ops[0] and factors is not None else one[part]
             x = compose_scaled(
                 layers[part].float(), p.keep[part], scale, data.strength, data.soft_mask, out[part]
             )
@@ -399,7 +399,7 @@ def two_views(
         return feature_views(
             batch.inputs, data.phi, data.dim, data.noise, aug.feature_drop, aug.sign_flip, g
         )
-    size = tuple(batch.inputs.shape[2:])
+    size = (int(batch.inputs.shape[2]), int(batch.inputs.shape[3]))
     p = draw(len(batch), aug, g, batch.inputs.device, size)
     views = render(batch.inputs, batch.overlay, p, data)
     return views[: len(batch)], views[len(batch) :]
@@ -412,7 +412,8 @@ def augment(batch: Split, view: ViewConfig, data: DataConfig, g: torch.Generator
         raise ValueError("augment: image data only (vector data has no image view)")
     n, device = len(batch), batch.inputs.device
     keep = torch.ones(n, dtype=torch.bool, device=device)
-    p = _draw_views(n, (view,), keep, tuple(batch.inputs.shape[2:]), g, device)
+    size = (int(batch.inputs.shape[2]), int(batch.inputs.shape[3]))
+    p = _draw_views(n, (view,), keep, size, g, device)
     return render(batch.inputs, batch.overlay, p, data)
 
 
