@@ -89,14 +89,15 @@ def test_structure_predicts_object_and_coarse(v2):
     chance on both. (A trained encoder is expected to do better; this only states that the
     labels are learnable from structure.)"""
     train, test = fourier_magnitude(composed(v2.train)), fourier_magnitude(composed(v2.test))
-    for target, at_least in (("object", 0.25), ("coarse", 0.35)):
+    for target, at_least in (("object", 0.5), ("coarse", 0.5)):  # measured 0.65-0.69
         clf = RidgeClassifier(alpha=100.0).fit(train, v2.train.labels[target].numpy())
         assert clf.score(test, v2.test.labels[target].numpy()) >= at_least, target
 
 
 def test_digit_is_readable_from_raw_pixels(v2):
     """A linear classifier (ridge) on the raw pixels of the composed image (3 x 32 x 32)
-    reads the digit of held-out digit images: the digit is visible over the textures."""
+    reads the digit of held-out digit images: the digit is visible over the textures (measured
+    0.89-0.90 with seeds 0 and 1)."""
     x_train = composed(v2.train).reshape(len(v2.train), -1).numpy()
     x_test = composed(v2.test).reshape(len(v2.test), -1).numpy()
     clf = RidgeClassifier(alpha=100.0).fit(x_train, v2.train.labels["digit"].numpy())
