@@ -502,15 +502,16 @@ def _ratio(a: float | None, b: float | None) -> float:
     return a / b if a and b else float("nan")
 
 
-def _ratios(results: dict[str, Any], section: str, rows: list[str]) -> dict[str, float]:
+def _ratios(
+    results: dict[str, Any], section: str, rows: list[str], threads: int
+) -> dict[str, float]:
     """Each row against the same section's reference, in views/s and views per CPU-second."""
     ref = results["reference" if section == "sas" else f"{section}_reference"]
     out = {}
     for row in rows:
         if row in results:
-            name = ROW_NAMES[row].split(": ", 1)[1].split(",")[0].split(" (")[0]
-            threads = "1 thread" if row.endswith("1thread") else ""
-            label = f"{section}: {name} {threads}".strip()
+            name = ROW_NAMES[row].split(": ", 1)[1].split(" (")[0].format(threads=threads)
+            label = f"{section}: {name}"
             out[f"{label} / reference (views/s)"] = _ratio(results[row]["median"], ref["median"])
             out[f"{label} / reference (views per CPU-s)"] = _ratio(
                 results[row]["views_per_cpu_s"], ref["views_per_cpu_s"]
@@ -539,7 +540,7 @@ def run(s: Settings, sections: tuple[str, ...] = SECTIONS, steps: bool = True) -
             ratios["sas: pretraining step, batched / reference feed (views/s)"] = (
                 results["step_batched"]["median"] / results["step_reference"]["median"]
             )
-        ratios |= _ratios(results, "sas", ["batched", "batched_1thread"])
+        ratios |= _ratios(results, "sas", ["batched", "batched_1thread"], s.threads)
     if "simclr" in sections:
         cfg = trial_config(s, "simclr_cifar")
         data = data or load_dataset(cfg.data)
@@ -559,7 +560,7 @@ def run(s: Settings, sections: tuple[str, ...] = SECTIONS, steps: bool = True) -
         results["simclr_v2_batch"] = bench_library(data, cfg, s, v2, s.threads)
         rows = ["simclr_batched", "simclr_batched_1thread", "simclr_kornia_slice"]
         rows += ["simclr_kornia_slice_1thread", "simclr_kornia_resample", "simclr_v2_batch"]
-        ratios |= _ratios(results, "simclr", rows)
+        ratios |= _ratios(results, "simclr", rows, s.threads)
         for ours, theirs in (
             ("simclr_batched", "simclr_kornia_slice"),
             ("simclr_batched", "simclr_kornia_resample"),
