@@ -1,4 +1,4 @@
-"""Offline stand-in v2 for MNIST-on-CIFAR-10 ([X] Fig. 3; SCIENCE.md §4.2, §9): the object lives
+"""Offline stand-in v2 for MNIST-on-CIFAR-10 ([X] Fig. 3; docs/science.md §4.2, §9): objects live
 in texture *structure*, never in colour statistics.
 
 v1 (`digits_on_texture`) gave every class its own palette, so mean RGB alone predicted the object
