@@ -175,7 +175,7 @@ def test_one_result_per_tap_and_target_with_the_protocol_name():
     ]
     name = protocol_name(dataclasses.replace(CFG, epochs=1))
     assert name == (
-        "linear_eval(sgd,lr=0.5,momentum=0.9,wd=0,epochs=1,bs=32,schedule=cosine,"
+        "linear_eval(sgd,lr=0.5,momentum=0.9,wd=0,epochs=1,bs=32,schedule=cosine,warmup=0,"
         "crop=0.08,flip=0.5)"
     )
     assert all(r.protocol == name for r in rows)
