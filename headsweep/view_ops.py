@@ -30,6 +30,7 @@ CUBIC_A = -0.5
 # Gaussian blur: one fixed kernel size for every sigma in (0.1, 2): radius 6 = 3 sigma at the
 # largest sigma (the truncated tails hold < 0.3% of the mass, renormalised as torchvision does).
 BLUR_KERNEL = 13
+SIGMA = (0.1, 2.0)  # Gaussian blur sigma range (solo-learn, SimCLR)
 SOLARIZE_THRESHOLD = 128 / 255  # PIL's ImageOps.solarize(img, 128) on [0, 1] floats
 
 

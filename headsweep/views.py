@@ -54,7 +54,6 @@ cache-resident data; ops that skip a view get identity parameters instead of a m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,11 +61,12 @@ import torch
 from torch import Tensor
 
 from headsweep.config import AugConfig, DataConfig, ViewConfig
+from headsweep.crop_boxes import crop_boxes
 from headsweep.data import STATS
 from headsweep.data.base import Split
 from headsweep.data.synthetic import embed, feature_views
 from headsweep.view_ops import (
-    BLUR_KERNEL,
+    SIGMA,
     blur_matrices,
     compose,
     compose_scaled,
@@ -82,9 +82,6 @@ from headsweep.view_ops import (
 
 # CIFAR-10 channel statistics: the fallback for datasets without their own entry in STATS.
 MEAN, STD = STATS["cifar10"]
-RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range
-ATTEMPTS = 10  # RandomResizedCrop.get_params: boxes tried before the centre-crop fallback
-SIGMA = (0.1, 2.0)  # Gaussian blur sigma range (solo-learn, SimCLR)
 IDENTITY_FACTORS = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation, hue
 
 
@@ -153,49 +150,6 @@ def factor_ranges(jitter: tuple[float, float, float, float]) -> list[tuple[float
     saturation, [-v, v] for hue."""
     b, c, s, h = jitter
     return [(max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s), (-h, h)]
-
-
-def crop_boxes(
-    low: Tensor,
-    high: Tensor,
-    size: tuple[int, int],
-    g: torch.Generator,
-    ratio: tuple[float, float] = RATIO,
-) -> Tensor:
-    """RandomResizedCrop.get_params for M views at once: int64 (M, 4) top, left, h, w.
-
-    low, high: float (M,) area-fraction range per view. torchvision's algorithm: up to 10
-    attempts of area ~ U(low, high) H W and log-ratio ~ U(log r0, log r1), w = round(sqrt(area
-    ratio)), h = round(sqrt(area / ratio)); the first with 0 < w <= W and 0 < h <= H wins, its
-    top-left uniform over the positions that fit; if none does, the centre crop of the whole
-    image with the ratio clamped to [r0, r1]. All attempts are drawn for every view (one call)."""
-    height, width = size
-    m, device = low.shape[0], low.device
-    u = torch.rand(m, ATTEMPTS, 2, generator=g, device=device, dtype=torch.float64)
-    offsets = torch.rand(m, 2, generator=g, device=device, dtype=torch.float64)
-    lo, hi = low.to(torch.float64)[:, None], high.to(torch.float64)[:, None]
-    area = (lo + (hi - lo) * u[..., 0]) * (height * width)
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
-    w = torch.sqrt(area * aspect).round().long()  # round half to even, as Python's round
-    h = torch.sqrt(area / aspect).round().long()
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = valid.to(torch.uint8).argmax(1, keepdim=True)  # the first valid attempt
-    found = valid.any(1)
-    # Fallback: the centre crop, the whole image when its ratio is within range.
-    h0, w0 = height, width
-    if width / height < min(ratio):
-        h0 = round(width / min(ratio))
-    elif width / height > max(ratio):
-        w0 = round(height * max(ratio))
-    h = torch.where(found, h.gather(1, first)[:, 0], h0)
-    w = torch.where(found, w.gather(1, first)[:, 0], w0)
-    # torch.randint(0, n + 1) as floor(U (n + 1)), kept below n + 1 against float rounding.
-    span = torch.stack([height - h, width - w], 1)
-    corner = (offsets * (span + 1)).floor().long().minimum(span)
-    fallback = torch.tensor([(height - h0) // 2, (width - w0) // 2], device=device)
-    corner = torch.where(found[:, None], corner, fallback)
-    return torch.stack([corner[:, 0], corner[:, 1], h, w], 1)
 
 
 def _per_row(values: Sequence[float], n: int, device: torch.device) -> Tensor:
@@ -424,40 +378,3 @@ def clean_view(batch: Split, data: DataConfig, g: torch.Generator) -> Tensor:
         return embed(batch.inputs, data.phi, data.dim, data.noise, g)
     composed = compose(batch.inputs, batch.overlay, None, data.strength, data.soft_mask)
     return normalize(composed, data)
-
-
-def _num(v: float) -> str:
-    return f"{v:g}"
-
-
-def describe_view(view: ViewConfig, data: DataConfig | str | None = None) -> str:
-    """One line: the resolved pipeline of a view, in the order `render` runs it, e.g.
-    "RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3), bicubic) -> HorizontalFlip p=0.5 ->
-    ColorJitter(0.8, 0.8, 0.8, 0.2) p=0.8 -> Grayscale p=0.2 -> GaussianBlur(sigma 0.1-2,
-    kernel 13) p=0.5 -> Normalize(cifar10)". Ops with probability 0 are left out."""
-
-    def prob(q: float) -> str:
-        return "" if q >= 1 else f" p={_num(q)}"
-
-    steps = []
-    if view.resized_crop:
-        scale = f"({_num(view.crop_min_scale)}, {_num(view.crop_max_scale)})"
-        steps.append(f"RandomResizedCrop(scale={scale}, ratio=(3/4, 4/3), bicubic)")
-    elif view.crop_pad:
-        steps.append(f"RandomCrop(padding={view.crop_pad})")
-    if view.horizontal_flip_prob:
-        steps.append("HorizontalFlip" + prob(view.horizontal_flip_prob))
-    if view.color_jitter_prob and any(view.jitter):
-        factors = ", ".join(_num(v) for v in view.jitter)
-        steps.append(f"ColorJitter({factors})" + prob(view.color_jitter_prob))
-    if view.gray_scale_prob:
-        steps.append("Grayscale" + prob(view.gray_scale_prob))
-    if view.gaussian_prob:
-        blur = f"GaussianBlur(sigma {_num(SIGMA[0])}-{_num(SIGMA[1])}, kernel {BLUR_KERNEL})"
-        steps.append(blur + prob(view.gaussian_prob))
-    if view.solarization_prob:
-        steps.append("Solarize(128/255)" + prob(view.solarization_prob))
-    name = data.name if isinstance(data, DataConfig) else data
-    stats_name = name if name in STATS else "cifar10"
-    steps.append(f"Normalize({stats_name})")
-    return " -> ".join(steps)

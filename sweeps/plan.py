@@ -7,7 +7,7 @@ import json
 
 from headsweep.config import TrialConfig
 from headsweep.configtree import flatten
-from headsweep.views import describe_view
+from headsweep.view_describe import describe_view
 from sweeps.spec import SweepSpec
 
 

@@ -15,11 +15,13 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from headsweep import crop_boxes as crop_boxes_module
 from headsweep import view_ops as O
 from headsweep import views as V
 from headsweep.config import AugConfig, DataConfig, TrialConfig, ViewConfig
 from headsweep.data import STATS
 from headsweep.data.base import Split
+from headsweep.view_describe import describe_view
 
 ATOL = 1e-5  # float32 rounding: the closed forms differ from torchvision's only in op order
 # Resampling matrices against resized_crop (float32), max abs error measured over 400 random
@@ -635,18 +637,18 @@ def test_augment_one_view_per_sample_digit_kept() -> None:
 
 def test_describe_view() -> None:
     simclr = recipe("simclr_cifar").view1
-    assert V.describe_view(simclr) == (
+    assert describe_view(simclr) == (
         "RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3), bicubic) -> HorizontalFlip p=0.5"
         " -> ColorJitter(0.8, 0.8, 0.8, 0.2) p=0.8 -> Grayscale p=0.2 -> GaussianBlur(sigma"
         " 0.1-2, kernel 13) p=0.5 -> Normalize(cifar10)"
     )
     barlow = recipe("barlow_cifar")
-    assert "Solarize" not in V.describe_view(barlow.view1)
-    assert "Solarize(128/255) p=0.2 -> Normalize(cifar100)" in V.describe_view(
+    assert "Solarize" not in describe_view(barlow.view1)
+    assert "Solarize(128/255) p=0.2 -> Normalize(cifar100)" in describe_view(
         barlow.view2, DataConfig(name="cifar100")
     )
-    assert V.describe_view(SHIFT_VIEW).startswith("RandomCrop(padding=2) -> HorizontalFlip")
-    assert V.describe_view(OFF, "digits_on_texture") == "Normalize(digits_on_texture)"
+    assert describe_view(SHIFT_VIEW).startswith("RandomCrop(padding=2) -> HorizontalFlip")
+    assert describe_view(OFF, "digits_on_texture") == "Normalize(digits_on_texture)"
 
 
 def test_vector_data_delegates_to_feature_views() -> None:
@@ -670,5 +672,6 @@ def test_vector_data_delegates_to_feature_views() -> None:
 
 
 def test_sigma_range_and_ratio_constants() -> None:
-    assert V.SIGMA == (0.1, 2.0) and V.ATTEMPTS == 10
-    assert math.isclose(V.RATIO[0], 3 / 4) and math.isclose(V.RATIO[1], 4 / 3)
+    assert V.SIGMA == (0.1, 2.0) and crop_boxes_module.ATTEMPTS == 10
+    ratio = crop_boxes_module.RATIO
+    assert math.isclose(ratio[0], 3 / 4) and math.isclose(ratio[1], 4 / 3)
