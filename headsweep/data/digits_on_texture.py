@@ -77,27 +77,24 @@ def _split(
     return Split(images, labels, overlay)
 
 
-def digits_on_texture(cfg: DataConfig) -> Dataset:
-    generator = torch.Generator().manual_seed(cfg.seed)
+def digit_pools(g: torch.Generator) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """scikit-learn's digits split 80/20 at random into disjoint (images, labels) pools for the
+    train and test splits, so the digit probe measures generalisation."""
     digits, digit_labels = handwritten_digits()
-    # Held-out digit images for the test split, so the digit probe measures generalisation.
-    order = torch.randperm(digits.shape[0], generator=generator)
+    order = torch.randperm(digits.shape[0], generator=g)
     cut = int(0.8 * digits.shape[0])
     train_pool, test_pool = order[:cut], order[cut:]
-    train = _split(
-        cfg.n_train or FULL_TRAIN,
-        digits[train_pool],
-        digit_labels[train_pool],
-        cfg.digit_size,
-        generator,
+    return (
+        (digits[train_pool], digit_labels[train_pool]),
+        (digits[test_pool], digit_labels[test_pool]),
     )
-    test = _split(
-        cfg.n_test or FULL_TEST,
-        digits[test_pool],
-        digit_labels[test_pool],
-        cfg.digit_size,
-        generator,
-    )
+
+
+def digits_on_texture(cfg: DataConfig) -> Dataset:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_digits, test_digits = digit_pools(generator)
+    train = _split(cfg.n_train or FULL_TRAIN, *train_digits, cfg.digit_size, generator)
+    test = _split(cfg.n_test or FULL_TEST, *test_digits, cfg.digit_size, generator)
     return Dataset(
         "digits_on_texture", "image", train, test, {"object": 10, "coarse": 5, "digit": 10}
     )

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from headsweep.config import DataConfig
 from headsweep.data.base import Dataset, Split, pair_at_random, place_digits
-from headsweep.data.digits_on_texture import FULL_TEST, FULL_TRAIN, handwritten_digits
+from headsweep.data.digits_on_texture import FULL_TEST, FULL_TRAIN, digit_pools
 
 COARSE = ("gratings", "rings", "checkers", "zigzags", "blobs")
 LEVELS = (2.5, 3.5, 5.0, 7.0)  # cycles per 32 px, one per fine level
@@ -210,16 +210,8 @@ def _split(
 
 def textures_v2(cfg: DataConfig) -> Dataset:
     g = torch.Generator().manual_seed(cfg.seed)
-    digits, digit_labels = handwritten_digits()
-    # Held-out digit images for the test split, so the digit probe measures generalisation.
-    order = torch.randperm(digits.shape[0], generator=g)
-    cut = int(0.8 * digits.shape[0])
-    train_pool, test_pool = order[:cut], order[cut:]
-    train = _split(
-        cfg.n_train or FULL_TRAIN, digits[train_pool], digit_labels[train_pool], cfg.digit_size, g
-    )
-    test = _split(
-        cfg.n_test or FULL_TEST, digits[test_pool], digit_labels[test_pool], cfg.digit_size, g
-    )
+    train_digits, test_digits = digit_pools(g)
+    train = _split(cfg.n_train or FULL_TRAIN, *train_digits, cfg.digit_size, g)
+    test = _split(cfg.n_test or FULL_TEST, *test_digits, cfg.digit_size, g)
     classes = {"object": OBJECTS, "coarse": len(COARSE), "digit": 10}
     return Dataset("textures_v2", "image", train, test, classes)
