@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -150,6 +151,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if hint in (int, float) and isinstance(value, float) and not math.isfinite(value):
+        # YAML's .inf/.nan parse as floats: refused here, naming the key, rather than as an
+        # OverflowError from int() or a NaN that silently passes every range check.
+        raise ValueError(f"{key}: expected a finite number, got {value!r}")
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
             raise ValueError(f"{key}: expected an integer, got {value!r}")
