@@ -1,10 +1,13 @@
 """The `headsweep` command: run, resume, inspect and analyse sweeps.
 
-Exit codes: 0 success; 1 a sweep ran but some trials failed; 2 bad input (spec, options,
-unreachable services); 130 interrupted (resume it with `headsweep resume NAME`).
+Exit codes: 0 success; 1 a sweep ran but some trials failed, or an unexpected error (its type
+and message; the traceback with -v); 2 anything the user can fix (spec, options, names, paths,
+an unreachable tracking server), as one line naming the key or path; 130 interrupted (resume it
+with `headsweep resume NAME`).
 
-Each command imports what it needs inside its own function, so `headsweep --help`, `list` and
-`status` start without loading torch, Ray or the analysis stack.
+Each command imports what it needs inside its own function, so `headsweep --help`, `list`,
+`status`, `compare` and `ui` start without loading torch or Ray (and `list`/`status` without
+MLflow). Names, paths and the tracking server are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -13,44 +16,56 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+import traceback
+from typing import TYPE_CHECKING
 
 from headsweep import metrics as M
+from sweeps.cli_parser import parser
+from sweeps.locations import Locations, SweepError, check_tracking_uri
+from sweeps.names import check_name
 from sweeps.overrides import SpecError
 
 if TYPE_CHECKING:  # types only: the modules themselves load inside the commands
     from sweeps.driver import Outcome
-    from sweeps.locations import Locations
     from sweeps.spec import SweepSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> int:
-    print(f"headsweep: error: {message}", file=sys.stderr)
+    print(f"headsweep: error: {' '.join(message.split())}", file=sys.stderr)  # one line
     return code
 
 
-def _locations(args: argparse.Namespace) -> Locations:
-    from sweeps.locations import Locations  # MLflow: only commands that track load it
-
-    return Locations.make(
+def _locations(args: argparse.Namespace, write: bool = False) -> Locations:
+    """Where the command reads and writes, checked: --root/--storage are directories (and
+    writable when the command writes), the tracking store answers within 5 s."""
+    loc = Locations.make(
         args.root, getattr(args, "tracking_uri", None), getattr(args, "storage", None)
     )
+    if write:
+        loc.check_writable()
+    check_tracking_uri(loc.tracking_uri)
+    return loc
 
 
 def _load(args: argparse.Namespace) -> SweepSpec:
-    from sweeps.overrides import parse_overrides  # the spec stack loads torch (trainables)
-    from sweeps.spec import config_warnings, load_spec  # the spec stack loads torch (trainables)
+    from sweeps.overrides import parse_overrides
+    from sweeps.specfile import read_spec_file
 
-    spec = load_spec(
-        args.spec, parse_overrides(args.set or []), smoke=args.smoke, profiles=args.profile or []
-    )
+    # The file and the --set syntax first: a missing or oversized file fails in a second,
+    # before the spec stack loads torch (the trainables).
+    raw = read_spec_file(args.spec)
+    overrides = parse_overrides(args.set or [])
+    from sweeps.spec import config_warnings, parse_spec
+
+    spec = parse_spec(raw, overrides, smoke=args.smoke, profiles=args.profile or [])
     for text in config_warnings(spec):
         print(f"warning: {text}", file=sys.stderr)
+    for text in spec.notes:
+        print(f"note: {text}", file=sys.stderr)
     return spec
 
 
@@ -58,6 +73,8 @@ def _load(args: argparse.Namespace) -> SweepSpec:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.name is not None:  # before the spec loads (seconds): a bad name fails at once
+        check_name(args.name, "--name")
     spec = _load(args)
     name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:
@@ -65,9 +82,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print_plan(spec, name)
         return EXIT_OK
+    loc = _locations(args, write=True)  # before Ray and MLflow load, before anything is written
+    loc.experiment_path(name)  # inside --storage, or refused
     from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
-    loc = _locations(args)
     print(
         f"sweep {name}: {spec.num_trials()} trials of {spec.trainable} "
         f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each)"
@@ -78,9 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    check_name(args.name, "NAME")
+    loc = _locations(args, write=True)
+    from sweeps.status import find_parent  # read-only: a missing sweep creates no store
+
+    find_parent(args.name, loc)
     from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
-    loc = _locations(args)
     print(f"resuming sweep {args.name}")
     outcome = driver.resume(args.name, loc, address=args.address)
     return _report(outcome, loc)
@@ -155,7 +177,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from sweeps.status import list_sweeps  # MLflow only
+    from sweeps.status import list_sweeps  # the store, read-only
 
     rows = list_sweeps(_locations(args))
     if not rows:
@@ -171,8 +193,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeps.status import sweep_status  # MLflow only
+    from sweeps.status import sweep_status  # the store, read-only
 
+    check_name(args.name, "NAME")
     st = sweep_status(args.name, _locations(args))
     runs = ", ".join(f"{n} {s.lower()}" for s, n in sorted(st["runs"].items())) or "none"
     print(f"sweep {st['name']} (experiment {st['experiment']}): {st['state']}")
@@ -191,43 +214,31 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if loc.tracking_uri.startswith("http"):
         print(f"MLflow server: {loc.tracking_uri}")
         return EXIT_OK
-    loc.root.mkdir(parents=True, exist_ok=True)
-    address = f"http://{args.host}:{args.port}"
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        loc.tracking_uri,
-        "--default-artifact-root",
-        (loc.root / "mlartifacts").as_uri(),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--workers",
-        "1",
-    ]
-    print(f"MLflow UI for {loc.root} at {address} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    from sweeps.ui import serve  # the server runs in its own process
+
+    loc.check_writable()  # MLflow's server creates the store on first start
+    return serve(loc, args.host, args.port)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    check_name(args.name, "NAME")
+    loc = _locations(args, write=True)
+    from sweeps.status import find_parent  # read-only: a missing sweep creates no store
+
+    find_parent(args.name, loc)
     from sweeps.results import analyze_sweep  # the analysis stack
 
-    summary = analyze_sweep(args.name, _locations(args))
+    summary = analyze_sweep(args.name, loc)
     print(summary.terminal_table())
     print(f"tables and figures: {summary.directory}")
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from sweeps.results import compare_sweeps  # the analysis stack
+    from sweeps.compare import compare_sweeps  # tables and pandas; torch only to analyse
 
+    for name in args.names:
+        check_name(name, "NAME")
     print(compare_sweeps(args.names[0], args.names[1], _locations(args)))
     return EXIT_OK
 
@@ -244,143 +255,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- parser
+COMMANDS = {
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "list": cmd_list,
+    "status": cmd_status,
+    "ui": cmd_ui,
+    "trial": cmd_trial,
+    "calibrate": cmd_calibrate,
+    "analyze": cmd_analyze,
+    "compare": cmd_compare,
+    "validate": cmd_validate,
+}
 
 
-def _env_address() -> str | None:
-    """The cluster a Ray job's driver belongs to: Ray sets RAY_ADDRESS for the entrypoint of
-    `ray job submit`, and a sweep submitted that way must join that cluster as ray.init() would.
-    A dashboard URL there (http://...) is for the job CLI, not a cluster address."""
-    address = os.environ.get("RAY_ADDRESS", "").strip()
-    return address if address and not address.startswith(("http://", "https://")) else None
-
-
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="headsweep",
-        description="Ray Tune sweeps for projection-head research: pre- "
-        "versus post-projection probe accuracy, tracked in MLflow.",
-    )
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, fn: Any, text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text, description=text)
-        p.set_defaults(fn=fn)
-        return p
-
-    def where(p: argparse.ArgumentParser, storage: bool = False) -> None:
-        p.add_argument(
-            "--root",
-            default=os.environ.get("HEADSWEEP_ROOT", "runs"),
-            help="directory of the embedded stores (default: ./runs)",
-        )
-        p.add_argument(
-            "--tracking-uri",
-            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///ROOT/mlflow.db)",
-        )
-        if storage:
-            p.add_argument(
-                "--storage",
-                help="Tune storage: s3://..., gs://... or a shared directory (default: ROOT/ray)",
-            )
-
-    def spec_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
-        p.add_argument(
-            "--set",
-            action="append",
-            metavar="KEY=VALUE",
-            help="override a trial-config key (train.epochs=2) or a spec key "
-            "(search.num_samples=4); repeatable",
-        )
-        p.add_argument(
-            "--profile",
-            action="append",
-            metavar="NAME",
-            help="apply a named override set from the spec's `profiles` (e.g. cpu); "
-            "repeatable, applied in order before --set",
-        )
-        p.add_argument(
-            "--smoke",
-            action="store_true",
-            help="shrink every trial (tiny data, one epoch) for a quick check",
-        )
-
-    p = add("run", cmd_run, "validate a spec and run its sweep on Ray Tune")
-    spec_args(p)
-    p.add_argument("--name", help="sweep name (default: SPEC_NAME-YYYYmmdd-HHMMSS)")
-    p.add_argument(
-        "--address",
-        default=_env_address(),
-        help="Ray cluster address (default: $RAY_ADDRESS, which `ray job submit` sets, else "
-        "start Ray locally); 'auto' on a cluster's head node",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate and print the trial list with resources; start nothing",
-    )
-    where(p, storage=True)
-
-    p = add("resume", cmd_resume, "continue an interrupted sweep")
-    p.add_argument("name")
-    p.add_argument(
-        "--address",
-        default=_env_address(),
-        help="Ray cluster address (default: $RAY_ADDRESS, else start Ray locally)",
-    )
-    where(p)
-
-    p = add("list", cmd_list, "list stored sweeps (no Ray needed)")
-    where(p)
-    p = add("status", cmd_status, "counts by state, best metrics and duration of a sweep")
-    p.add_argument("name")
-    where(p)
-    p = add("ui", cmd_ui, "start the MLflow UI on this root's tracking store")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
-    where(p)
-    p = add("trial", cmd_trial, "run one trial of a spec in-process, without Ray (debugging)")
-    spec_args(p)
-    p = add(
-        "calibrate",
-        cmd_calibrate,
-        "train a spec's control (no head, p_drop 0) in-process and check that the instrument "
-        "can show its trends (exit 1 if not)",
-    )
-    spec_args(p)
-    p.add_argument("--seeds", type=int, default=1, help="control seeds to train (default: 1)")
-    p = add(
-        "analyze",
-        cmd_analyze,
-        "build the Parquet tables and figures of a sweep and log them to its MLflow parent run",
-    )
-    p.add_argument("name")
-    where(p)
-    p = add("compare", cmd_compare, "two sweeps' pre/post gap tables side by side")
-    p.add_argument("names", nargs=2, metavar="NAME")
-    where(p)
-    p = add("validate", cmd_validate, "check a Ray cluster launcher YAML offline")
-    p.add_argument("cluster", help="e.g. cluster.yaml")
-    return top
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line that names its path (`[Errno 2] No such file or directory` alone
+    does not say which file)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(COMMANDS).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
-    from sweeps.locations import SweepError  # after the logging level: it imports MLflow
-
     try:
         code: int = args.fn(args)
         return code
-    except SpecError as exc:
+    except (SpecError, SweepError, ConnectionError) as exc:
         return _fail(str(exc))
-    except (SweepError, ConnectionError, FileNotFoundError) as exc:
-        return _fail(str(exc))
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        return _fail(_os_error(exc))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug or an environment problem: short unless asked
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (run with -v for the traceback)"
+        return _fail(f"{type(exc).__name__}: {exc}{hint}", EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 An override whose first part is a spec key (search.num_samples, resources.cpu, max_failures,
 ...) changes the spec; `space.KEY` sets (or, with null, removes) an axis; any other key pins a
-trial-config key in `base` and removes it from the space if it was swept. `--smoke` pins the
-trainable's shrinking overrides over everything, variants included."""
+trial-config key in `base` and removes it from the space if it was swept; an explicit `--set`
+of a key that an axis would still overwrite (inside a swept mapping, or set by a variant) is
+refused with the `space.` override that does it. `--smoke` pins the trainable's shrinking
+overrides over the spec, variants included, but never over an explicit `--set`."""
 
 from __future__ import annotations
 
@@ -50,8 +52,57 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def override(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw spec with `--set`-style overrides applied (see the module docstring)."""
+def related(a: str, b: str) -> bool:
+    """Dotted keys that overlap: equal, or one inside the other (model.head, model.head.name)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def check_pin(pinned: str, space: Mapping[str, Any]) -> None:
+    """Refuse an explicit `--set` that a swept axis would overwrite in every trial (a key inside
+    an axis, or a key a variant sets), or that would leave an axis inside it sweeping. A key
+    equal to an axis is fine: pinning it removes the axis."""
+    for axis, dist in space.items():
+        if axis == VARIANT:
+            lists = dist.values() if isinstance(dist, dict) else []
+            for variant in (v for values in lists if isinstance(values, list) for v in values):
+                for key in variant if isinstance(variant, dict) else ():
+                    if related(key, pinned):
+                        raise SpecError(
+                            f"--set {pinned}: the swept '{VARIANT}' axis sets {key} in its "
+                            f"variants and would overwrite it; change the variants with "
+                            f"--set 'space.{VARIANT}={{grid: [...]}}'"
+                        )
+        elif pinned.startswith(axis + "."):
+            raise SpecError(
+                f"--set {pinned}: '{axis}' is a swept axis and would overwrite it in every "
+                f"trial; set the axis (--set 'space.{axis}={{grid: [...]}}') or pin it whole "
+                f"(--set '{axis}=...')"
+            )
+        elif axis.startswith(pinned + "."):
+            raise SpecError(
+                f"--set {pinned}: the axis '{axis}' inside it is swept; set it with "
+                f"--set 'space.{axis}=...' or drop it with --set space.{axis}=null"
+            )
+
+
+def explicit_keys(overrides: Mapping[str, Any]) -> set[str]:
+    """The trial-config keys an override set pins or sweeps (what `--smoke` must not undo)."""
+    keys = set()
+    for key, value in overrides.items():
+        head = key.split(".")[0]
+        if head == "space" and "." in key:
+            if value is not None:
+                keys.add(key.split(".", 1)[1])
+        elif head not in TOP_KEYS or head == "base":
+            keys.add(key.removeprefix("base."))
+    return keys
+
+
+def override(
+    raw: dict[str, Any], overrides: Mapping[str, Any], explicit: bool = False
+) -> dict[str, Any]:
+    """A raw spec with `--set`-style overrides applied (see the module docstring). explicit:
+    the user's own `--set`, refused where an axis would silently overwrite it (check_pin)."""
     raw = dict(raw)
     for key, value in overrides.items():
         head = key.split(".")[0]
@@ -67,6 +118,8 @@ def override(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any
             raw = apply_point(raw, {key: value})
         else:
             pinned = key.removeprefix("base.")
+            if explicit:
+                check_pin(pinned, raw.get("space") or {})
             raw["base"] = apply_point(raw.get("base") or {}, {pinned: value})
             raw["space"] = {k: v for k, v in (raw.get("space") or {}).items() if k != pinned}
     return raw

@@ -1,9 +1,11 @@
-"""What `headsweep run --dry-run` prints: the trial list with resources and the resolved recipe
-of the base config (every view's pipeline, forward mode, optimiser, precision, probes)."""
+"""What `headsweep run --dry-run` prints: the trial list with resources, the resolved base config
+and its recipe (every view's pipeline, forward mode, optimiser, precision, probes)."""
 
 from __future__ import annotations
 
 import json
+
+import yaml
 
 from headsweep.config import TrialConfig
 from headsweep.configtree import flatten
@@ -23,6 +25,7 @@ def print_plan(spec: SweepSpec, name: str) -> None:
     )
     for axis in spec.space:
         print(f"  {axis.key}: {axis.describe()}")
+    print_base(spec)
     print_recipe(spec)
     if spec.search.algorithm != "grid":
         print(f"{spec.search.num_samples} sampled trials (search.seed={spec.search.seed})")
@@ -32,6 +35,17 @@ def print_plan(spec: SweepSpec, name: str) -> None:
         text = " ".join(f"{k}={json.dumps(v)}" for k, v in flat.items())
         print(f"  {i:4d}  {text}")
     print("(dry run: nothing started)")
+
+
+def print_base(spec: SweepSpec) -> None:
+    """The base config as every trial starts from it, defaults and presets filled in and
+    --set/--profile/--smoke applied: what the axes then vary."""
+    resolved = spec.settings({}).to_dict()
+    print("resolved base config (before the axes):")
+    for line in yaml.safe_dump(
+        resolved, sort_keys=False, width=96, default_flow_style=None
+    ).splitlines():
+        print(f"  {line}")
 
 
 def print_recipe(spec: SweepSpec) -> None:

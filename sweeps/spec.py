@@ -35,21 +35,28 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from headsweep import metrics as M
 from headsweep.configtree import VARIANT, apply_point, build
-from sweeps.overrides import TOP_KEYS, SpecError, apply_profiles, override, pin_smoke
+from sweeps.metric_check import metric_problem
+from sweeps.names import check_name
+from sweeps.overrides import (
+    TOP_KEYS,
+    SpecError,
+    apply_profiles,
+    explicit_keys,
+    override,
+    pin_smoke,
+    related,
+)
+from sweeps.specfile import read_spec_file
 from trainables import TRAINABLES, Trainable, TrialSettings
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class SweepSpec:
     checkpoint_every: int = 1
     smoke: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # the YAML as loaded, for the record
+    notes: tuple[str, ...] = ()  # what the CLI tells the user it did (e.g. --set over --smoke)
 
     @property
     def info(self) -> Trainable:
@@ -166,16 +174,7 @@ def load_spec(
     """Read, override and validate a spec file. Overrides whose first part is a spec key
     (search.num_samples, resources.cpu, max_failures, ...) change the spec; all others pin a
     trial-config key in `base` (and remove it from the space if it was swept)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"spec file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a spec is a mapping of {', '.join(TOP_KEYS)}")
-    return parse_spec(raw, overrides or {}, smoke, profiles)
+    return parse_spec(read_spec_file(path), overrides or {}, smoke, profiles)
 
 
 def parse_spec(
@@ -189,7 +188,7 @@ def parse_spec(
     if unknown:
         raise SpecError(f"unknown spec key '{unknown[0]}' (allowed: {', '.join(TOP_KEYS)})")
     raw = apply_profiles(raw, list(profiles))
-    raw = override(raw, overrides or {})
+    raw = override(raw, overrides or {}, explicit=True)
     raw.pop("profiles", None)  # applied: the stored spec is what ran
     trainable = _require(raw, "trainable", str)
     if trainable not in TRAINABLES:
@@ -206,11 +205,17 @@ def parse_spec(
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise SpecError("space: expected a mapping of dotted keys to distributions")
-    if smoke:  # pinned over everything: axes and variants cannot undo the shrinking
-        base, space_raw = pin_smoke(base, space_raw, {**info.smoke, **smoke_overrides})
-    name = _require(raw, "name", str)
-    if not NAME.match(name):
-        raise SpecError(f"name: {name!r} must be 1-100 letters, digits, '_', '-' or '.'")
+    notes: list[str] = []
+    if smoke:  # pinned over the spec (axes and variants cannot undo it), not over --set
+        explicit = explicit_keys(overrides or {})
+        pins = {}
+        for key, value in {**info.smoke, **smoke_overrides}.items():
+            if any(related(key, mine) for mine in explicit):
+                notes.append(f"--smoke: keeping your --set for {key} (smoke would set {value!r})")
+            else:
+                pins[key] = value
+        base, space_raw = pin_smoke(base, space_raw, pins)
+    name = check_name(_require(raw, "name", str), "name")
     spec = SweepSpec(
         name=name,
         trainable=trainable,
@@ -225,6 +230,7 @@ def parse_spec(
         checkpoint_every=_count(raw, "checkpoint_every", 1),
         smoke=smoke_overrides,
         source={**raw, "base": base},
+        notes=tuple(notes),
     )
     _validate(spec)
     return spec
@@ -373,15 +379,17 @@ def _validate(spec: SweepSpec) -> None:
                 value = int(value)
             _check_config(spec, {axis.key: value}, f"space.{axis.key}={value!r}")
     grid_points = list(itertools.islice(spec.points(), 2000))
+    configs = [example]
     for point in grid_points:
-        _check_config(spec, point, "space point " + json.dumps(point, default=str))
+        configs.append(_check_config(spec, point, "space point " + json.dumps(point, default=str)))
+    # The watched metric must be reported by every trial (a head axis changes the taps).
     for key, metric in (("search.metric", s.metric), ("scheduler.metric", sched.metric)):
-        if metric:
-            _check_metric(spec, key, metric, example)
+        for config in configs if metric else ():
+            _check_metric(spec, key, metric, config)
 
 
 def _check_metric(spec: SweepSpec, key: str, metric: str, example: TrialSettings) -> None:
-    problem = spec.info.check_metric(metric, example)
+    problem = spec.info.check_metric(metric, example) or metric_problem(metric, example)
     if problem:
         raise SpecError(f"{key}: {problem}")
 

@@ -1,5 +1,6 @@
-"""A sweep's state from the tracking store alone (no Ray, no torch): `headsweep status` and
-`headsweep list`."""
+"""A sweep's state from the tracking store alone (no Ray, no torch, no MLflow import on the
+stores headsweep creates): `headsweep status` and `headsweep list`. Read-only: an empty root
+stays empty (sweeps.store reads without creating a store)."""
 
 from __future__ import annotations
 
@@ -8,58 +9,72 @@ from typing import Any
 
 from headsweep import metrics as M
 from sweeps.locations import Locations, SweepError
+from sweeps.store import RunRow, reader
+
+
+def _missing(name: str, loc: Locations) -> SweepError:
+    return SweepError(f"no sweep named {name!r} in {loc.tracking_uri} (see `headsweep list`)")
+
+
+def find_parent(name: str, loc: Locations) -> RunRow:
+    """The parent run of sweep `name`, or a SweepError saying where it was looked for."""
+    store = reader(loc)
+    found = store.parents(name) if store is not None else []
+    if not found:
+        raise _missing(name, loc)
+    return found[0]
 
 
 def sweep_status(name: str, loc: Locations) -> dict[str, Any]:
     """A sweep's state from the tracking store alone (no Ray): counts, best metric, duration."""
-    tracker = loc.tracker()
-    parent = tracker.find_sweep(name)
-    if parent is None:
-        raise SweepError(f"no sweep named {name!r} in {loc.tracking_uri} (see `headsweep list`)")
-    tags = parent.data.tags
-    children = tracker.children(parent)
+    store = reader(loc)
+    found = store.parents(name) if store is not None else []
+    if store is None or not found:
+        raise _missing(name, loc)
+    parent = found[0]
+    tags = parent.tags
+    children = store.children(parent)
     counts: dict[str, int] = {}
     for child in children:
-        counts[child.info.status] = counts.get(child.info.status, 0) + 1
+        counts[child.status] = counts.get(child.status, 0) + 1
     metric, mode = tags.get("headsweep.metric", ""), tags.get("headsweep.mode", "max")
-    scored = [c for c in children if metric in c.data.metrics]
+    scored = [c for c in children if metric in c.metrics]
     best = None
     if scored:
         pick = max if mode == "max" else min
-        top = pick(scored, key=lambda c: c.data.metrics[metric])
-        partner = M.partner(metric)
+        top = pick(scored, key=lambda c: c.metrics[metric])
         best = {
-            "run": top.info.run_name,
+            "run": top.name,
             "metric": metric,
-            "value": top.data.metrics[metric],
-            "post": top.data.metrics.get(partner),
+            "value": top.metrics[metric],
+            "post": top.metrics.get(M.partner(metric)),
         }
-    end = parent.info.end_time or int(time.time() * 1000)
+    end = parent.end_time or int(time.time() * 1000)
     return {
         "name": name,
-        "experiment": tracker.client.get_experiment(parent.info.experiment_id).name,
-        "state": tags.get("headsweep.state", parent.info.status.lower()),
+        "experiment": store.experiment_name(parent.experiment_id),
+        "state": tags.get("headsweep.state", parent.status.lower()),
         "trials": int(tags.get("headsweep.num_trials", len(children))),
         "runs": counts,
         "best": best,
-        "duration_s": (end - parent.info.start_time) / 1000,
-        "parent_run_id": parent.info.run_id,
+        "duration_s": (end - parent.start_time) / 1000,
+        "parent_run_id": parent.run_id,
         "storage": tags.get("headsweep.storage", ""),
     }
 
 
 def list_sweeps(loc: Locations) -> list[dict[str, Any]]:
-    tracker = loc.tracker()
+    store = reader(loc)
     rows = []
-    for parent in tracker.sweeps():
-        tags = parent.data.tags
+    for parent in store.parents() if store is not None else []:
+        tags = parent.tags
         rows.append(
             {
-                "name": tags.get("headsweep.sweep", parent.info.run_name),
-                "state": tags.get("headsweep.state", parent.info.status.lower()),
+                "name": tags.get("headsweep.sweep", parent.name),
+                "state": tags.get("headsweep.state", parent.status.lower()),
                 "trials": tags.get("headsweep.num_trials", "?"),
                 "started": time.strftime(
-                    "%Y-%m-%d %H:%M", time.localtime(parent.info.start_time / 1000)
+                    "%Y-%m-%d %H:%M", time.localtime(parent.start_time / 1000)
                 ),
             }
         )
