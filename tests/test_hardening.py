@@ -1,0 +1,386 @@
+"""Issue 14's battery for the CLI: every refused input exits 2 with one line naming the key or
+path, fast, writing nothing; unexpected errors exit 1 without a traceback unless -v; names
+cannot leave the root or inject into MLflow filters; read-only commands stay read-only and
+light. Most cases call `sweeps.cli.main` in-process (seconds); a few run the real entry point.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_spec
+
+from sweeps import cli
+from sweeps.locations import Locations, SweepError, inside
+from sweeps.names import filter_literal, name_problem, tag_equals
+from sweeps.overrides import SpecError, parse_overrides
+from sweeps.spec import parse_spec
+from sweeps.specfile import MAX_BYTES
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT_S = 15.0  # per refused input
+SERVER_LIMIT_S = 10.0  # per command against an unreachable tracking server
+INJECTIONS = ["x'y", "x' or '1'='1", 'x" or "1"="1']
+BAD_NAMES = ["../../etc/x", "a/b", ".hidden", "a..b", "with space", "naïve", "", "-rf", *INJECTIONS]
+
+
+def run_cli(capsys, *args: str, limit: float = LIMIT_S) -> tuple[int, str, str]:
+    start = time.monotonic()
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as stop:  # argparse's own refusals
+        code = int(stop.code or 0)
+    elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert elapsed < limit, f"{args}: {elapsed:.1f} s"
+    return code, out, err
+
+
+def refused(capsys, *args: str, needle: str, limit: float = LIMIT_S) -> str:
+    """Exit 2, one line on stderr naming `needle`, no traceback."""
+    code, _, err = run_cli(capsys, *args, limit=limit)
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("note:", "warn"))]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("headsweep: error:"), err
+    assert needle in lines[0], err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def nothing_in(path: Path) -> bool:
+    return not path.exists() or not any(path.iterdir())
+
+
+# --------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_run_names_are_refused_with_the_rule_before_anything_is_written(tmp_path, capsys, name):
+    spec = write_spec(tmp_path / "s.yaml")
+    root = tmp_path / "runs"
+    line = refused(capsys, "run", spec, f"--name={name}", "--root", root, needle="--name")
+    assert "A-Z a-z 0-9" in line
+    assert not root.exists() and not (tmp_path / "etc").exists()
+
+
+def test_a_bad_spec_name_is_refused_naming_the_key(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.yaml", name="../up")
+    refused(capsys, "run", spec, "--dry-run", "--root", tmp_path / "runs", needle="name:")
+
+
+@pytest.mark.parametrize("command", ["status", "resume", "analyze"])
+@pytest.mark.parametrize("name", INJECTIONS)
+def test_injected_names_never_reach_a_filter(tmp_path, capsys, command, name):
+    root = tmp_path / "runs"
+    refused(capsys, command, name, "--root", root, needle="not a valid sweep name")
+    assert not root.exists()
+
+
+def test_compare_refuses_injected_names(tmp_path, capsys):
+    refused(capsys, "compare", "ok", INJECTIONS[1], "--root", tmp_path, needle="NAME")
+
+
+def test_filter_values_are_quoted_never_spliced():
+    from mlflow.utils.search_utils import SearchUtils
+
+    for value in ["plain", *INJECTIONS[:2]]:
+        parsed = SearchUtils.parse_search_filter(tag_equals("headsweep.sweep", value))
+        assert parsed == [
+            {"type": "tag", "key": "headsweep.sweep", "comparator": "=", "value": value}
+        ]
+    for value in ["both ' and \"", "back\\slash"]:
+        with pytest.raises(SpecError):
+            filter_literal(value)
+
+
+def test_sqlite_store_lookup_binds_names(tmp_path):
+    """A real MLflow store: the injected name finds nothing; the real one is found."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.status import find_parent
+    from sweeps.store import SqliteReader
+
+    loc = Locations.make(tmp_path)
+    client = MlflowClient(loc.tracking_uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    client.create_run(exp, tags={"headsweep.role": "parent", "headsweep.sweep": "real"})
+    store = SqliteReader(loc.local_store)
+    assert [r.tags["headsweep.sweep"] for r in store.parents()] == ["real"]
+    assert store.parents(INJECTIONS[1]) == []
+    assert find_parent("real", loc).tags["headsweep.sweep"] == "real"
+
+
+def test_paths_built_from_names_stay_inside_root_and_storage(tmp_path):
+    loc = Locations.make(tmp_path / "runs", storage="s3://bucket/sweeps")
+    assert loc.tables("ok").parent == tmp_path / "runs" / "tables"
+    assert loc.experiment_path("ok") == "s3://bucket/sweeps/ok"
+    for bad in ("../x", "a/../../b"):
+        with pytest.raises((SpecError, SweepError)):
+            loc.tables(bad)
+        with pytest.raises((SpecError, SweepError)):
+            loc.experiment_path(bad)
+    with pytest.raises(SweepError, match="outside"):
+        inside(tmp_path / "runs", tmp_path / "elsewhere", "tables")
+    with pytest.raises(SweepError, match="outside"):
+        inside("s3://bucket/sweeps", "s3://bucket/sweeps/../other", "Tune experiment")
+    assert name_problem("quickstart-20250101-120000") == ""
+
+
+# --------------------------------------------------------------------------- spec files
+
+
+def test_oversized_spec_file_is_refused_before_parsing(tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: x\n" + "#" * (MAX_BYTES + 10) + "\n")
+    refused(capsys, "run", path, "--dry-run", needle=str(path))
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path, capsys):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i, (prev, cur) in enumerate(zip("abcdefgh", "bcdefghi", strict=True)):
+        refs = ", ".join([f"*{prev}"] * 10)
+        lines.append(f"{cur}: &{cur} [{refs}]")
+        del i
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nname: bomb\n")
+    assert path.stat().st_size < 1000
+    refused(capsys, "run", path, "--dry-run", needle="alias")
+
+
+def test_recursive_alias_is_refused(tmp_path, capsys):
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: loop\nbase: &b {data: *b}\n")
+    refused(capsys, "run", path, "--dry-run", needle=str(path))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "text"),
+    [
+        ("optim", "lr", ".inf"),
+        ("train", "epochs", ".inf"),
+        ("data", "n_train", ".nan"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, capsys, section, key, text):
+    spec = Path(write_spec(tmp_path / "s.yaml"))
+    raw = yaml.safe_load(spec.read_text())
+    raw["base"].setdefault(section, {})[key] = "PLACEHOLDER"
+    spec.write_text(yaml.safe_dump(raw).replace("PLACEHOLDER", text))
+    refused(capsys, "run", spec, "--dry-run", needle=f"{section}.{key}")
+
+
+def test_missing_spec_and_directory_spec_name_the_path(tmp_path, capsys):
+    refused(capsys, "run", tmp_path / "nope.yaml", needle=str(tmp_path / "nope.yaml"))
+    refused(capsys, "trial", tmp_path, needle=str(tmp_path))
+
+
+# --------------------------------------------------------------------------- roots and servers
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "s"], ["compare", "a", "b"]])
+def test_root_that_is_a_file_is_one_line(tmp_path, capsys, command):
+    root = tmp_path / "file"
+    root.write_text("")
+    refused(capsys, *command, "--root", root, needle=str(root))
+
+
+def test_storage_that_is_a_file_and_unwritable_root_are_refused(tmp_path, capsys, monkeypatch):
+    spec = write_spec(tmp_path / "s.yaml")
+    storage = tmp_path / "storage"
+    storage.write_text("")
+    root = tmp_path / "runs"
+    refused(capsys, "run", spec, "--root", root, "--storage", storage, needle=str(storage))
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    refused(capsys, "run", spec, "--root", root, needle="--root")
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["list"], ["status", "s"], ["compare", "a", "b"], ["analyze", "s"], ["resume", "s"]]
+)
+def test_unreachable_tracking_server_is_one_line_for_every_command(tmp_path, capsys, command):
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    root = tmp_path / "runs"
+    args = [*command, "--tracking-uri", uri, "--root", root]
+    refused(capsys, *args, needle=uri, limit=SERVER_LIMIT_S)
+    assert not root.exists()
+
+
+def test_silent_tracking_server_times_out_within_the_limit(tmp_path, capsys):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        line = refused(
+            capsys, "list", "--tracking-uri", uri, "--root", tmp_path, needle=uri, limit=10
+        )
+    assert "5 s" in line
+
+
+def test_unknown_tracking_scheme_is_refused(tmp_path, capsys):
+    refused(capsys, "list", "--tracking-uri", "bogus://x", "--root", tmp_path, needle="bogus")
+
+
+# --------------------------------------------------------------------------- read-only commands
+
+
+@pytest.mark.parametrize(
+    ("command", "code"), [(["list"], 0), (["status", "s"], 2), (["compare", "a", "b"], 2)]
+)
+def test_read_only_commands_create_no_store(tmp_path, capsys, command, code):
+    root = tmp_path / "runs"
+    got, _, err = run_cli(capsys, *command, "--root", root)
+    assert got == code, err
+    assert not root.exists()
+
+
+def test_read_only_commands_import_neither_torch_nor_ray(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        script = (
+            "import sys\nfrom sweeps import cli\n"
+            f"root = {str(tmp_path / 'runs')!r}\n"
+            "codes = [cli.main(['list', '--root', root]),"
+            " cli.main(['status', 's', '--root', root]),"
+            " cli.main(['compare', 'a', 'b', '--root', root]),"
+            f" cli.main(['ui', '--port', '{port}', '--root', root])]\n"
+            "heavy = sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules)\n"
+            "print(codes, heavy)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
+    assert out.stdout.strip().endswith("[0, 2, 2, 2] []"), out.stdout + out.stderr
+    assert f"127.0.0.1:{port}" in out.stderr  # ui: the port is taken, exit 2, nothing started
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"search": {"metric": "train/bogus"}}, "search.metric"),
+        ({"search": {"metric": "probe/digit/layer7"}}, "search.metric"),
+        (
+            {"scheduler": {"name": "asha", "metric": "online/digit/layer1"}},
+            "scheduler.metric",
+        ),
+    ],
+)
+def test_metrics_the_trainable_never_reports_are_refused(tmp_path, capsys, fields, key):
+    spec = write_spec(tmp_path / "s.yaml", **fields)
+    refused(capsys, "run", spec, "--dry-run", needle=key)
+
+
+def test_set_inside_a_swept_axis_is_refused_with_the_space_hint(tmp_path, capsys):
+    spec = write_spec(
+        tmp_path / "s.yaml", space={"model.head": {"grid": [{"name": "none"}, {"name": "mlp"}]}}
+    )
+    line = refused(
+        capsys, "run", spec, "--dry-run", "--set", "model.head.name=mlp", needle="model.head"
+    )
+    assert "--set 'space.model.head=" in line
+
+
+def test_explicit_set_wins_over_smoke_and_dry_run_prints_the_resolved_base(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.yaml")
+    code, out, err = run_cli(capsys, "run", spec, "--dry-run", "--smoke", "--set", "train.epochs=2")
+    assert code == 0, err
+    assert "resolved base config" in out and "epochs: 2" in out
+    assert "--smoke: keeping your --set for train.epochs" in err
+    raw = yaml.safe_load(Path(spec).read_text())
+    assert (
+        parse_spec(raw, parse_overrides(["train.epochs=2"]), smoke=True).base["train"]["epochs"]
+        == 2
+    )
+
+
+# --------------------------------------------------------------------------- error path
+
+
+def test_unexpected_errors_exit_1_with_type_and_message_traceback_only_with_v(
+    tmp_path, capsys, monkeypatch
+):
+    def broken(args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(cli.COMMANDS, "list", broken)
+    code, _, err = run_cli(capsys, "list", "--root", tmp_path)
+    assert code == 1 and "RuntimeError: disk on fire" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "list", "-v", "--root", tmp_path)
+    assert code == 1 and "Traceback" in err
+
+
+def test_os_errors_name_their_path(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "gone" / "result.json"
+
+    def reads(args):
+        return len(missing.read_text())
+
+    monkeypatch.setitem(cli.COMMANDS, "list", reads)
+    refused(capsys, "list", "--root", tmp_path, needle=str(missing))
+
+
+def test_option_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["status"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and "name" in err
+
+
+# --------------------------------------------------------------------------- the real entry point
+
+
+def headsweep(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        timeout=timeout,
+        cwd=REPO,
+    )
+    return out, time.monotonic() - start
+
+
+def test_entry_point_refuses_an_escaping_name_fast_and_writes_nothing(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml")
+    root = tmp_path / "runs"
+    out, seconds = headsweep("run", spec, "--name", "../../x", "--root", root)
+    assert out.returncode == 2 and seconds < LIMIT_S
+    assert len(out.stderr.strip().splitlines()) == 1 and "--name" in out.stderr
+    assert not root.exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_entry_point_list_on_an_empty_root_is_quick_and_writes_nothing(tmp_path):
+    root = tmp_path / "runs"
+    out, seconds = headsweep("list", "--root", root)
+    assert out.returncode == 0 and "no sweeps yet" in out.stdout
+    assert seconds < LIMIT_S and nothing_in(root)
+
+
+def test_entry_point_spec_errors_have_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    out, seconds = headsweep("run", path, "--dry-run")
+    assert out.returncode == 2 and seconds < LIMIT_S
+    assert "Traceback" not in out.stderr and str(path) in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
