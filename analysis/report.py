@@ -25,6 +25,7 @@ from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
 
 TABLES = ("trials", "probes", "gaps", "history")
+GAPS_CSV = "gaps.csv"  # the gap table as text: MLflow's artifact view previews it
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,26 @@ class Summary:
         lines += [v.line() for v in self.verdicts]
         return "".join(f"\n{line}" for line in lines)
 
+    def headline(self) -> str:
+        """One sentence with the answer: the largest mean gap, where, with its CI."""
+        if self.gaps.empty or self.gaps["gap_mean"].isna().all():
+            return ""
+        top = self.gaps.loc[self.gaps["gap_mean"].idxmax()]
+        where = " ".join(f"{_short(k)}={_value(top[k])}" for k in self.settings)
+        ci = _ci(top)
+        interval = f"95% CI {ci}" if ci.startswith("[") else "one seed, no CI"
+        return (
+            f"**Largest gap: pre − post = {top['gap_mean']:+.3f} on {top['target']}** "
+            f"({interval}; pre {top['pre_mean']:.3f}, post {top['post_mean']:.3f}, "
+            f"n={top['n']}) at {where or 'the base config'}."
+        )
+
     def markdown(self) -> str:
+        headline = self.headline()
         lines = [
             f"# {self.sweep}: pre- vs post-projection probe accuracy",
             "",
+            *([headline, ""] if headline else []),
             f"{self.message}. Gap = pre − post, mean over seeds with std and a paired "
             "95% t-interval.",
             "",
@@ -204,6 +221,7 @@ def analyze(
         sweep, directory, settings, counts, gaps, figures + extra, verdicts, calibration
     )
     write_if_changed(directory / "summary.md", summary.markdown().encode())
+    write_if_changed(directory / GAPS_CSV, gaps.to_csv(index=False, float_format="%.6g").encode())
     return summary
 
 

@@ -8,16 +8,24 @@ trial fails with "Could not recover from checkpoint as it does not exist on stor
 (seen in CI with one-second epochs). This callback deletes a checkpoint only once a newer one has
 been known for `grace_s` seconds (the driver uses ten snapshot periods), so the checkpoint any
 durable snapshot names still exists.
+
+A checkpoint is deleted only once the newer one that supersedes it is intact on storage (its
+files have the sizes `trainables.manifest` recorded): a newest checkpoint cut short leaves the
+previous one for the resumed trial to fall back on (`trainables.common.restored_state`). When
+every trial has ended, each keeps only its newest intact checkpoint (`on_experiment_end`): no
+grace period is needed then, since no trial will continue from an older one.
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 
 from pyarrow import fs
 from ray import tune
+from ray.tune import ExperimentAnalysis
+
+from trainables.manifest import problem, siblings
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +52,79 @@ class CheckpointPruner(tune.Callback):
     def on_step_end(self, iteration, trials, **info) -> None:
         self._prune()
 
+    def on_experiment_end(self, trials, **info) -> None:
+        if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+            return  # interrupted: a resume may still need the grace period's checkpoints
+        for trial in trials:
+            if trial.checkpoint is not None:
+                prune_to_newest_intact(trial.checkpoint)
+        self._seen.clear()
+
     def _prune(self) -> None:
         cutoff = time.monotonic() - self.grace_s
         for history in self._seen.values():
             settled = [i for i, (seen_at, _) in enumerate(history) if seen_at <= cutoff]
-            if not settled:
+            # the newest checkpoint a durable snapshot may name, if it is intact: until then
+            # the older ones stay
+            intact = [i for i in settled if not problem(*_where(history[i][1]), full=False)]
+            if not intact:
                 continue
-            keep_from = settled[-1]  # the newest checkpoint a durable snapshot may name
+            keep_from = intact[-1]
             for _, old in history[:keep_from]:
-                try:
-                    _filesystem(old).delete_dir(old.path)
-                except (FileNotFoundError, OSError) as exc:  # already gone: nothing to free
-                    log.debug("could not delete %s: %s", old.path, exc)
+                _delete(old.filesystem, old.path)
             del history[:keep_from]
+
+
+def prune_to_newest_intact(latest: tune.Checkpoint) -> None:
+    """Delete every checkpoint of a trial but the newest intact one up to `latest`."""
+    filesystem, path = _where(latest)
+    older = [p for p in siblings(filesystem, path) if p < path.rstrip("/")]
+    keep = next(
+        (p for p in [path.rstrip("/"), *reversed(older)] if not problem(filesystem, p, full=False)),
+        None,
+    )
+    if keep is None:
+        return  # nothing intact: leave everything for a human to look at
+    for old in older:
+        if old < keep:
+            _delete(filesystem, old)
+
+
+def restore_missing(experiment_path: str) -> int:
+    """Before a resume: recreate, empty, each trial checkpoint the snapshot names but storage no
+    longer has (deleted by hand, lost with a node). Tune refuses to restore a trial from a
+    missing checkpoint and fails it on every resume; from an empty one the trial falls back to
+    its older checkpoints or starts over (`trainables.common.restored_state`). Returns how many
+    it recreated."""
+    try:
+        trials = ExperimentAnalysis(experiment_path).trials
+    except Exception as exc:  # no snapshot to read: Tune's own restore will say so
+        log.debug("no trials to check in %s: %s", experiment_path, exc)
+        return 0
+    made = 0
+    for trial in trials:
+        checkpoint = trial.checkpoint
+        if checkpoint is None or trial.status == "TERMINATED":
+            continue
+        filesystem, path = _where(checkpoint)
+        if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+            log.warning("trial %s: checkpoint %s is gone; it falls back", trial.trial_id, path)
+            filesystem.create_dir(path)
+            made += 1
+    return made
+
+
+def _where(checkpoint: tune.Checkpoint) -> tuple[fs.FileSystem, str]:
+    return _filesystem(checkpoint), checkpoint.path
+
+
+def _delete(filesystem: fs.FileSystem | None, path: str) -> None:
+    if filesystem is None:
+        return
+    try:
+        filesystem.delete_dir(path)
+    except (FileNotFoundError, OSError) as exc:  # already gone: nothing to free
+        log.debug("could not delete %s: %s", path, exc)
 
 
 def _filesystem(checkpoint: tune.Checkpoint) -> fs.FileSystem:
@@ -68,15 +136,9 @@ def _filesystem(checkpoint: tune.Checkpoint) -> fs.FileSystem:
 
 def _older_siblings(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     """The trial's checkpoints on storage that sort before this one (checkpoint_000003, ...)."""
-    trial_dir, name = posixpath.split(checkpoint.path.rstrip("/"))
-    try:
-        entries = _filesystem(checkpoint).get_file_info(fs.FileSelector(trial_dir))
-    except OSError:
-        return []
+    path = checkpoint.path.rstrip("/")
     return [
-        tune.Checkpoint(entry.path, filesystem=checkpoint.filesystem)
-        for entry in sorted(entries, key=lambda e: e.base_name)
-        if entry.type == fs.FileType.Directory
-        and entry.base_name.startswith("checkpoint_")
-        and entry.base_name < name
+        tune.Checkpoint(p, filesystem=checkpoint.filesystem)
+        for p in siblings(_filesystem(checkpoint), path)
+        if p < path
     ]

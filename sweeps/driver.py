@@ -1,6 +1,8 @@
-"""The life of a sweep: check everything, start Ray, open the MLflow parent run, run the Tuner,
-record the outcome; resume an interrupted sweep. Reading a sweep back (status, list, analyze,
-compare) is `sweeps.results`; where things live is `sweeps.locations`.
+"""The life of a sweep: check everything, take the sweep's lock, start Ray, open the MLflow
+parent run, run the Tuner, record the outcome; resume an interrupted sweep. How a driver ends
+(exceptions, signals, heartbeats) is `sweeps.lifecycle`; one driver per sweep is `sweeps.lock`.
+Reading a sweep back (status, list, analyze, compare) is `sweeps.results`; where things live is
+`sweeps.locations`.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ import torch
 import yaml
 from mlflow.entities import Run
 from ray import tune
-from ray.tune import ExperimentAnalysis
 
 from sweeps import cluster
 from sweeps import tuner as T
-from sweeps.checkpoints import CheckpointPruner
+from sweeps.checkpoints import CheckpointPruner, restore_missing
+from sweeps.lifecycle import Outcome, check_writable, driving, has_experiment, reopen
 from sweeps.locations import Locations, SweepError
+from sweeps.lock import SweepLock, command_line
 from sweeps.progress import Progress
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.tracking import Tracker, check_reachable
@@ -30,8 +32,6 @@ from sweeps.trial_logger import MLflowTrialLogger
 
 log = logging.getLogger(__name__)
 SNAPSHOT_PERIOD_S = 10  # Tune's own minimum in its 'auto' mode
-
-TERMINAL = ("TERMINATED", "ERROR")
 
 
 def tune_environment() -> None:
@@ -46,24 +46,6 @@ def tune_environment() -> None:
     # Experiment snapshots (what `headsweep resume` restores) at a fixed period, so the
     # checkpoint pruner's grace period (sweeps/checkpoints.py) provably spans several of them.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
-
-
-@dataclass
-class Outcome:
-    name: str
-    experiment_path: str
-    parent_run_id: str
-    counts: dict[str, int] = field(default_factory=dict)  # Tune status -> trials
-    total: int = 0
-    metric: str = ""  # what progress and the final table focus on
-
-    @property
-    def interrupted(self) -> bool:
-        return sum(self.counts.get(s, 0) for s in TERMINAL) < self.total
-
-    @property
-    def failed(self) -> int:
-        return self.counts.get("ERROR", 0)
 
 
 # --------------------------------------------------------------------------- resources
@@ -118,25 +100,6 @@ def nodes_for(address: str | None) -> list[dict[str, float]]:
 # --------------------------------------------------------------------------- run and resume
 
 
-def _tune_statuses(experiment_path: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in ExperimentAnalysis(experiment_path).trials:
-        counts[trial.status] = counts.get(trial.status, 0) + 1
-    return counts
-
-
-def _finish(tracker: Tracker, outcome: Outcome) -> Outcome:
-    outcome.counts = _tune_statuses(outcome.experiment_path)
-    outcome.total = max(outcome.total, sum(outcome.counts.values()))
-    state = "interrupted" if outcome.interrupted else "failed" if outcome.failed else "finished"
-    client = tracker.client
-    client.set_tag(outcome.parent_run_id, "headsweep.state", state)
-    client.set_tag(outcome.parent_run_id, "headsweep.counts", json.dumps(outcome.counts))
-    status = {"finished": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}[state]
-    client.set_terminated(outcome.parent_run_id, status)
-    return outcome
-
-
 def _snapshot_period() -> float:
     """Seconds between experiment snapshots (a user's adaptive 'auto' is taken as 30 s)."""
     try:
@@ -155,7 +118,14 @@ def _callbacks(
 ) -> list[tune.Callback]:
     # checkpoints are pruned by CheckpointPruner, not Tune's num_to_keep (see sweeps/checkpoints.py)
     callbacks: list[tune.Callback] = [
-        MLflowTrialLogger(tracker.uri, experiment_id, parent_run_id, name, spec.trainable),
+        MLflowTrialLogger(
+            tracker.uri,
+            experiment_id,
+            parent_run_id,
+            name,
+            spec.trainable,
+            axes=tuple(a.key for a in spec.space),
+        ),
         CheckpointPruner(grace_s=10 * _snapshot_period()),
     ]
     if not quiet:
@@ -174,72 +144,76 @@ def run(
     spec: SweepSpec, name: str, loc: Locations, address: str | None = None, quiet: bool = False
 ) -> Outcome:
     """Start a new sweep. Everything that can be checked is checked before Ray, MLflow or Tune
-    write anything."""
+    write anything; from the parent run's creation on, however the driver ends, the parent run
+    ends with it (`sweeps.lifecycle`)."""
     tune_environment()
     check_fits(spec, nodes_for(address))
     check_reachable(loc.tracking_uri)
+    check_writable(loc)
     check_storage(loc.storage, address)  # after the cheap checks: it runs a task on every node
     path = loc.experiment_path(name)
-    if "://" not in path and Path(path).exists():
-        raise SweepError(f"{path} already exists; pick another --name or remove it")
-    tracker = loc.tracker()  # creates the SQLite store on first use: only after the checks
-    if tracker.find_sweep(name) is not None:
-        raise SweepError(
-            f"a sweep named {name!r} already exists; continue it with "
-            f"`headsweep resume {name}` or pick another --name"
+    # The lock first: a second driver of the same name is refused naming the first.
+    with SweepLock(path, name, command_line()).acquire(takeover=False) as lock:
+        if has_experiment(path):
+            raise SweepError(f"{path} already exists; pick another --name or remove it")
+        tracker = loc.tracker()  # creates the SQLite store on first use: only after the checks
+        if tracker.find_sweep(name) is not None:
+            raise SweepError(
+                f"a sweep named {name!r} already exists; continue it with "
+                f"`headsweep resume {name}` or pick another --name"
+            )
+        start_ray(address)
+        experiment_id = tracker.experiment_id(spec.name)
+        tracker.mark_model_training(experiment_id)
+        parent = tracker.start_parent(
+            spec.name,
+            name,
+            tags={
+                "headsweep.storage": loc.storage,
+                "headsweep.trainable": spec.trainable,
+                "headsweep.spec_hash": spec.digest(),
+                "headsweep.num_trials": str(spec.num_trials()),
+                "headsweep.metric": spec.default_metric(),
+                "headsweep.mode": spec.search.mode,
+                "headsweep.state": "running",
+                "headsweep.root": str(loc.root),
+                "mlflow.note.content": spec.description,
+            },
+            params={
+                "search.algorithm": spec.search.algorithm,
+                "trainable": spec.trainable,
+                "num_trials": spec.num_trials(),
+                **{f"space.{a.key}": a.describe() for a in spec.space},
+            },
+            files={
+                "sweep/spec.yaml": yaml.safe_dump(spec.source, sort_keys=False),
+                "sweep/spec.json": json.dumps(spec.source),
+                # the base trial config with every default filled in: what "unset" meant
+                "sweep/base_resolved.json": json.dumps(spec.settings({}).to_dict(), indent=1),
+            },
         )
-    start_ray(address)
-    experiment_id = tracker.experiment_id(spec.name)
-    parent = tracker.start_parent(
-        spec.name,
-        name,
-        tags={
-            "headsweep.storage": loc.storage,
-            "headsweep.trainable": spec.trainable,
-            "headsweep.spec_hash": spec.digest(),
-            "headsweep.num_trials": str(spec.num_trials()),
-            "headsweep.metric": spec.default_metric(),
-            "headsweep.mode": spec.search.mode,
-            "headsweep.state": "running",
-            "headsweep.root": str(loc.root),
-            "mlflow.note.content": spec.description,
-        },
-        params={
-            "search.algorithm": spec.search.algorithm,
-            "trainable": spec.trainable,
-            "num_trials": spec.num_trials(),
-            **{f"space.{a.key}": a.describe() for a in spec.space},
-        },
-        files={
-            "sweep/spec.yaml": yaml.safe_dump(spec.source, sort_keys=False),
-            "sweep/spec.json": json.dumps(spec.source),
-            # the base trial config with every default filled in: what "unset" meant
-            "sweep/base_resolved.json": json.dumps(spec.settings({}).to_dict(), indent=1),
-        },
-    )
-    tuner = tune.Tuner(
-        T.trainable(spec),
-        param_space=T.param_space(spec),
-        tune_config=T.tune_config(spec, loc.study(name), name),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=loc.storage,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=_callbacks(spec, name, tracker, experiment_id, parent, quiet),
-            verbose=0,
-        ),
-    )
-    outcome = Outcome(
-        name,
-        path,
-        parent,
-        total=spec.num_trials(),
-        metric=spec.default_metric(),
-    )
-    try:
-        tuner.fit()
-    finally:
-        _finish(tracker, outcome)
+        outcome = Outcome(
+            name,
+            path,
+            parent,
+            total=spec.num_trials(),
+            metric=spec.default_metric(),
+            experiment_id=experiment_id,
+        )
+        with driving(tracker, outcome, lock):
+            tuner = tune.Tuner(
+                T.trainable(spec),
+                param_space=T.param_space(spec),
+                tune_config=T.tune_config(spec, loc.study(name), name),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=loc.storage,
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    callbacks=_callbacks(spec, name, tracker, experiment_id, parent, quiet),
+                    verbose=0,
+                ),
+            )
+            tuner.fit()
     return outcome
 
 
@@ -249,8 +223,9 @@ def stored_spec(tracker: Tracker, parent: Run) -> SweepSpec:
 
 
 def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
-    """Continue an interrupted sweep: finished trials stay finished, interrupted ones continue
-    from their last checkpoint, errored ones are retried from theirs."""
+    """Continue an interrupted or crashed sweep: finished trials stay finished, interrupted
+    ones continue from their newest intact checkpoint, errored ones are retried from theirs.
+    Refused while another driver runs the sweep; a dead driver's lock is taken over."""
     tune_environment()
     check_reachable(loc.tracking_uri)
     tracker = loc.tracker()
@@ -261,23 +236,24 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
     path = f"{parent.data.tags['headsweep.storage'].rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(path):
         raise SweepError(f"no Tune experiment to resume at {path}")
-    start_ray(address)
-    tracker.client.update_run(parent.info.run_id, status="RUNNING")
-    tracker.client.set_tag(parent.info.run_id, "headsweep.state", "running")
-    tuner = tune.Tuner.restore(
-        path, trainable=T.trainable(spec), resume_unfinished=True, resume_errored=True
-    )
-    outcome = Outcome(
-        name,
-        path,
-        parent.info.run_id,
-        total=spec.num_trials(),
-        metric=spec.default_metric(),
-    )
-    try:
-        tuner.fit()
-    finally:
-        _finish(tracker, outcome)
+    with SweepLock(path, name, command_line()).acquire(takeover=True) as lock:
+        start_ray(address)
+        restore_missing(path)
+        run_id = parent.info.run_id
+        reopen(tracker, run_id)
+        outcome = Outcome(
+            name,
+            path,
+            run_id,
+            total=spec.num_trials(),
+            metric=spec.default_metric(),
+            experiment_id=parent.info.experiment_id,
+        )
+        with driving(tracker, outcome, lock):
+            tuner = tune.Tuner.restore(
+                path, trainable=T.trainable(spec), resume_unfinished=True, resume_errored=True
+            )
+            tuner.fit()
     return outcome
 
 

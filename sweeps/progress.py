@@ -11,26 +11,13 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
-from headsweep.configtree import POINT
-from sweeps.trial_logger import trial_error_text
+from sweeps.trial_logger import run_name, trial_error_text
 
 _DONE, _FAILED, _RUNNING = "TERMINATED", "ERROR", "RUNNING"
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def _axis_value(config: dict[str, Any], key: str) -> Any:
-    """An axis's value in a trial: from the point Tune picked, or (a sweep stored before
-    trials were handed base + point) walked down the config itself."""
-    point = config.get(POINT)
-    if isinstance(point, dict):
-        return point.get(key, {})
-    node: Any = config
-    for part in key.split("."):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    return node
 
 
 class Progress(tune.Callback):
@@ -53,15 +40,7 @@ class Progress(tune.Callback):
         self._started, self._last = time.monotonic(), 0.0
 
     def _label(self, trial: Trial) -> str:
-        values = []
-        for key in self.axes:
-            node = _axis_value(trial.config, key)
-            if isinstance(node, dict):  # a mapping axis: its name, or a variant's values
-                node = node.get("name") or ",".join(
-                    f"{k.split('.')[-1]}={v}" for k, v in node.items()
-                )
-            values.append(f"{key.split('.')[-1]}={_fmt(node)}")
-        return f"{trial.trial_id} " + " ".join(values)
+        return f"{trial.trial_id} {run_name(trial.config, self.axes)}"
 
     def _print(self, text: str) -> None:
         elapsed = int(time.monotonic() - self._started)

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from mlflow.entities import Run
 
-from analysis.report import TABLES, Summary, analyze, compare_text, headline
+from analysis.report import GAPS_CSV, TABLES, Summary, analyze, compare_text, headline
 from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, Trial
 from headsweep import metrics as M
 from headsweep.record import FILE, RecordError, TrialRecord
@@ -178,6 +178,7 @@ def _log_to_parent(tracker: Tracker, parent: Run, summary: Summary) -> None:
     for path in summary.figures:
         client.log_artifact(run_id, str(path), "analysis/figures")
     client.log_artifact(run_id, str(directory / "summary.md"), "analysis")
+    client.log_artifact(run_id, str(directory / GAPS_CSV), "analysis")
     metrics, tags = headline(summary)
     current = client.get_run(run_id).data
     for key, value in metrics.items():

@@ -9,6 +9,8 @@ doubles as the sweep's record (storage path, trainable, metric as tags), so `lis
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -16,7 +18,7 @@ import platform
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,13 @@ ROLE = "headsweep.role"
 TRIAL_ID = "headsweep.trial_id"
 PARENT = "mlflow.parentRunId"
 ERROR = "headsweep.error"
+END_REASON = "headsweep.end_reason"  # why the driver ended the parent run (FAILED/KILLED)
+# MLflow 3 opens an experiment without this tag on its GenAI traces page; with it, on the runs
+# table (the value the UI's "Model training" switch writes; mlflow/server/js, workflowType).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+REVISION_ENV = "HEADSWEEP_GIT_REVISION"
+REVISION_FILE = ".headsweep-revision"
 MAX_TAG = 5000  # MLflow's tag values hold 8,000 characters; keep errors well below
 MAX_PARAM = 6000
 
@@ -61,12 +70,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     raise ConnectionError(f"MLflow tracking server {uri} answered /health with an error")
 
 
-def git_revision() -> str:
-    here = Path(__file__).resolve().parent
+def _git(cwd: Path) -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=here,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=5,
@@ -74,14 +82,41 @@ def git_revision() -> str:
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+
+
+def git_revision() -> str:
+    """The code's git revision, best effort. A sweep submitted with `ray job submit` runs from
+    a copy of the working dir without `.git`: there the revision comes from
+    $HEADSWEEP_GIT_REVISION (pass it with `--runtime-env-json`) or from the file
+    `.headsweep-revision` that `write_revision_file` leaves in the working dir at submit time."""
+    here = Path(__file__).resolve().parent
+    for found in (_git(here), os.environ.get(REVISION_ENV, "").strip() or None):
+        if found:
+            return found
+    for directory in (Path.cwd(), here.parent):
+        with contextlib.suppress(OSError):
+            text = (directory / REVISION_FILE).read_text().strip()
+            if text:
+                return text
+    return "unknown"
+
+
+def write_revision_file(directory: Path | str = ".") -> str | None:
+    """Record the checkout's revision in DIRECTORY/.headsweep-revision (for a working dir about
+    to be shipped as a Ray job); the revision, or None outside a git checkout."""
+    revision = _git(Path(directory).resolve())
+    if revision:
+        with contextlib.suppress(OSError):
+            (Path(directory) / REVISION_FILE).write_text(revision + "\n")
+    return revision
 
 
 def versions() -> dict[str, str]:
@@ -115,7 +150,8 @@ class Tracker:
 
     def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
         self.uri = uri
-        self.client = MlflowClient(uri)
+        with store_init_lock(uri):  # MlflowClient creates (and migrates) the store right here
+            self.client = MlflowClient(uri)
         # Local stores keep artifacts beside the database; a server decides for itself.
         self.artifact_root = artifact_root if is_local_store(uri) else None
 
@@ -126,7 +162,14 @@ class Tracker:
         location = None
         if self.artifact_root is not None:
             location = (Path(self.artifact_root) / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
+
+    def mark_model_training(self, experiment_id: str) -> None:
+        """Experiments created before the kind tag: give them one, never overriding a user's."""
+        if EXPERIMENT_KIND not in self.client.get_experiment(experiment_id).tags:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
 
     def _all_experiment_ids(self) -> list[str]:
         return [e.experiment_id for e in self.client.search_experiments()]
@@ -185,6 +228,45 @@ class Tracker:
         for name, text in files.items():
             self.client.log_text(run.info.run_id, text, name)
         return run.info.run_id
+
+
+def end_run(client: MlflowClient, run_id: str, status: str, reason: str = "") -> None:
+    """End a run (FINISHED, FAILED, KILLED) with why, as a tag the runs table can show."""
+    if reason:
+        client.set_tag(run_id, END_REASON, reason[-MAX_TAG:])
+    client.set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def store_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the creation (and schema migration) of a SQLite store between processes:
+    two commands starting at once on a fresh root otherwise both run MLflow's migrations and
+    one fails ("duplicate column name"). Best effort: where no lock file can be written (a
+    read-only root), MLflow's own error follows."""
+    if not is_local_store(uri):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        handle = open(f"{path}.init-lock", "a")  # noqa: SIM115 - held across the yield
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ui_urls(ui: str, experiment_id: str, run_id: str = "") -> tuple[str, str]:
+    """The MLflow UI's pages of a sweep: the experiment's runs table and the parent run.
+    `ui` is the UI's base address (a server's tracking URI, or `headsweep ui`'s
+    http://127.0.0.1:5000 for a local store)."""
+    base = ui.rstrip("/")
+    runs = f"{base}/#/experiments/{experiment_id}/runs"
+    return runs, (f"{runs}/{run_id}" if run_id else "")
 
 
 def param_text(value: Any) -> str:

@@ -3,7 +3,8 @@
 One child run per trial (tag ``mlflow.parentRunId``): params = the full resolved trial config
 (every default filled in, the same dotted keys and values as the tables' config columns),
 metrics per report (step = epoch), the trial's record and resolved config as artifacts when it
-finishes, FINISHED or FAILED with the error text."""
+finishes, FINISHED or FAILED with the error text. A run is named by the settings its sweep
+varies (`head=mlp p_drop=0.5 seed=0`), so the runs table says which trial is which."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
-from headsweep.configtree import flatten, resolve
+from headsweep.configtree import POINT, flatten, resolve
 from headsweep.record import CONFIG_FILE, FILE
 from sweeps.tracking import ERROR, MAX_TAG, PARENT, ROLE, SWEEP, TRIAL_ID, log_params
 from trainables import TRAINABLES
@@ -44,7 +45,13 @@ class MLflowTrialLogger(tune.Callback):
     client is created lazily and not pickled."""
 
     def __init__(
-        self, uri: str, experiment_id: str, parent_run_id: str, sweep: str, trainable: str = ""
+        self,
+        uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        sweep: str,
+        trainable: str = "",
+        axes: tuple[str, ...] = (),
     ) -> None:
         self.uri, self.experiment_id, self.parent_run_id, self.sweep = (
             uri,
@@ -53,11 +60,17 @@ class MLflowTrialLogger(tune.Callback):
             sweep,
         )
         self.trainable = trainable
+        self.axes = tuple(axes)  # the swept keys: what a child run is named by
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
+        self._logged: dict[str, dict[str, tuple[int, float]]] = {}  # trial -> key -> (step, v)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_runs": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_logged": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # callbacks pickled by an older version (a sweep being resumed) lack the newer fields
+        self.__dict__.update({"axes": (), "trainable": "", "_logged": {}, **state})
 
     @property
     def client(self) -> MlflowClient:
@@ -85,7 +98,7 @@ class MLflowTrialLogger(tune.Callback):
         else:
             run = self.client.create_run(
                 self.experiment_id,
-                run_name=str(trial),
+                run_name=run_name(trial.config, self.axes) or str(trial),
                 tags={
                     PARENT: self.parent_run_id,
                     TRIAL_ID: trial.trial_id,
@@ -108,7 +121,8 @@ class MLflowTrialLogger(tune.Callback):
     ) -> None:
         step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in reportable(result).items()]
+        fresh = unlogged(reportable(result), step, self._logged.setdefault(trial.trial_id, {}))
+        metrics = [Metric(k, v, now, step) for k, v in fresh.items()]
         for start in range(0, len(metrics), 900):
             self.client.log_batch(self.run_id(trial), metrics=metrics[start : start + 900])
 
@@ -152,18 +166,56 @@ class MLflowTrialLogger(tune.Callback):
 
 
 def reportable(result: dict[str, Any]) -> dict[str, float]:
-    """The finite numbers of a Tune result that are the trial's own (not the config, which is
-    the run's params, and not Tune's bookkeeping)."""
+    """The finite numbers of a Tune result that are the trial's own: not the config (the run's
+    params; Tune hands it nested under "config" and, flattened, as "config/..." keys) and not
+    Tune's bookkeeping."""
     return {
         key: float(value)
         for key, value in result.items()
-        if key != "config"
+        if not (key == "config" or key.startswith(("config/", "config.")))
         and key not in _TUNE_BOOKKEEPING
         and isinstance(value, int | float)
         and not isinstance(value, bool)
         and value == value
         and abs(value) != float("inf")
     }
+
+
+def unlogged(
+    metrics: dict[str, float], step: int, logged: dict[str, tuple[int, float]]
+) -> dict[str, float]:
+    """The metrics not yet logged at this step with this value, recorded into `logged`: the
+    final report repeats the last epoch's training and online metrics at the same step, and
+    would otherwise put each of them twice into the run's history."""
+    fresh = {k: v for k, v in metrics.items() if logged.get(k) != (step, v)}
+    logged.update({k: (step, v) for k, v in fresh.items()})
+    return fresh
+
+
+def axis_value(config: dict[str, Any], key: str) -> Any:
+    """An axis's value in a trial: from the point Tune picked, or (a sweep stored before
+    trials were handed base + point) walked down the config itself."""
+    point = config.get(POINT)
+    if isinstance(point, dict):
+        return point.get(key, {})
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node
+
+
+def setting_text(value: Any) -> str:
+    """One axis value, short: a mapping axis by its name (or its values), floats in 3 digits."""
+    if isinstance(value, dict):
+        return str(
+            value.get("name") or ",".join(f"{k.split('.')[-1]}={v}" for k, v in value.items())
+        )
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run_name(config: dict[str, Any], axes: tuple[str, ...] | list[str]) -> str:
+    """A trial by the settings its sweep varies: `head=mlp p_drop=0.5 seed=0`."""
+    return " ".join(f"{key.split('.')[-1]}={setting_text(axis_value(config, key))}" for key in axes)
 
 
 def trial_error_text(trial: Trial) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,10 +20,14 @@ from ray import tune
 from headsweep import load_checkpoint
 from headsweep.atomic import write_text
 from headsweep.record import CONFIG_FILE, FILE, TrialRecord
+from trainables.manifest import problem, siblings, write_manifest
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+# what `headsweep.TrainState.load_state_dict` reads: a state lacking one cannot be resumed
+STATE_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "history")
+StateCheck = Callable[[Mapping[str, Any]], str]  # "" when a state fits this trial, else why not
 
 
 class Saveable(Protocol):
@@ -70,6 +75,7 @@ def report(
             state.save(Path(tmp) / STATE_FILE)
         for name, text in (files or {}).items():
             write_text(Path(tmp) / name, text)
+        write_manifest(tmp)  # last: what a resume verifies the copy on storage against
         tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -83,15 +89,73 @@ def final_files(record: TrialRecord) -> dict[str, str]:
     return {FILE: record.to_json(), **config_file(record.config)}
 
 
-def restored_state() -> dict[str, Any] | None:
-    """The training state of the latest checkpoint when Tune resumes this trial, else None."""
+def restored_state(check: StateCheck | None = None) -> dict[str, Any] | None:
+    """The training state to continue from when Tune resumes this trial, else None.
+
+    Tune hands over the checkpoint its snapshot names; a checkpoint cut short (a full disk, a
+    node lost mid-copy) or no longer loadable into this trial (`check`: e.g. an optimizer
+    state lacking hyperparameters a newer version keeps) must not fail the trial for good, so
+    the trial's older checkpoints are tried newest first, and with none intact it starts over
+    (with a warning)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as directory:
-        path = os.path.join(directory, STATE_FILE)
-        if not os.path.exists(path):
-            return None
-        state = load_checkpoint(path)
-    log.info("resuming from checkpoint at epoch %s", state.get("epoch"))
-    return state
+    filesystem = checkpoint.filesystem
+    if filesystem is None:  # not a Tune storage checkpoint: only the given one can be tried
+        candidates = [checkpoint.path]
+    else:
+        named = checkpoint.path.rstrip("/")
+        older = [p for p in siblings(filesystem, named) if p < named]
+        candidates = [named, *reversed(older)]
+    for path in candidates:
+        state, why = _load(checkpoint, path, check)
+        if state is not None:
+            if path != candidates[0]:
+                log.warning("resuming from the older checkpoint %s instead", path)
+            log.info("resuming from checkpoint at epoch %s", state.get("epoch"))
+            return state
+        log.warning("checkpoint %s is not usable: %s", path, why)
+    log.warning("no intact checkpoint of this trial: it starts again from scratch")
+    return None
+
+
+def _load(
+    checkpoint: tune.Checkpoint, path: str, check: StateCheck | None
+) -> tuple[dict[str, Any] | None, str]:
+    filesystem = checkpoint.filesystem
+    if filesystem is not None:
+        why = problem(filesystem, path)
+        if why:
+            return None, why
+    candidate = (
+        checkpoint
+        if path == checkpoint.path.rstrip("/")
+        else tune.Checkpoint(path, filesystem=filesystem)
+    )
+    try:
+        with candidate.as_directory() as directory:
+            file = os.path.join(directory, STATE_FILE)
+            if not os.path.exists(file):
+                return None, f"no {STATE_FILE} (a final checkpoint)"
+            state = load_checkpoint(file)
+    except Exception as exc:  # torch.load of a damaged file raises anything from EOF to pickle
+        return None, f"{type(exc).__name__}: {exc}"
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        return None, f"no {', '.join(missing)} in {posixpath.basename(path)}/{STATE_FILE}"
+    why = check(state) if check is not None else ""
+    return (None, why) if why else (state, "")
+
+
+def optimizer_check(optimizer: torch.optim.Optimizer) -> StateCheck:
+    """A state fits when its optimizer's parameter groups carry every hyperparameter that
+    `optimizer` (this trial's, built from its config) uses: checkpoints of an older LARS lack
+    `eps`, `clip_lr`, `exclude_bias_n_norm` and would fail with a KeyError at the first step."""
+    needed = set(optimizer.defaults)
+
+    def check(state: Mapping[str, Any]) -> str:
+        groups = state["optimizer"].get("param_groups", [])
+        lacking = sorted({key for group in groups for key in needed - set(group)})
+        return f"its optimizer state lacks {', '.join(lacking)}" if lacking else ""
+
+    return check

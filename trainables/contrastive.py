@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
 from headsweep import TrainState, TrialConfig, TrialResult, pretrain
 from headsweep import metrics as M
 from headsweep.configtree import resolve
 from headsweep.data import targets_of
+from headsweep.optim import build_optimizer
 from headsweep.record import ProbeRow, TrialRecord
 from trainables.common import (
     config_file,
     final_files,
     node_id,
     numeric,
+    optimizer_check,
     report,
     restored_state,
     use_trial_resources,
@@ -97,7 +101,9 @@ def contrastive(config: dict[str, Any], checkpoint_every: int = 1) -> None:
     cfg = parse(resolve(config))
     granted = use_trial_resources()
     epochs = cfg.train.epochs
-    restored = restored_state()
+    # this trial's optimizer on a stand-in parameter: what a checkpoint's state must provide
+    probe = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.zeros(1))], cfg.train.batch_size)
+    restored = restored_state(optimizer_check(probe))
     # Recorded in every report, so a resumed trial shows where it picked up.
     resumed_from = float(restored["epoch"]) if restored else 0.0
     resolved = config_file(cfg.to_dict())
