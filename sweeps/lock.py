@@ -1,8 +1,9 @@
 """One driver per sweep: a lock file with a heartbeat in the sweep's storage directory.
 
 `run` and `resume` hold `<storage>/<sweep>/.headsweep-driver.json` for as long as the driver
-lives. It is created with O_EXCL (atomic on local disks and on NFS v3+, so two drivers started
-at the same moment cannot both win), holds who took it (pid, host, command, start time) and is
+lives. It is created whole and hard-linked into place, which fails when it exists (atomic like
+O_EXCL, on local disks and on NFS alike, so two drivers started at the same moment cannot both
+win), holds who took it (pid, host, command, start time) and is
 rewritten every `interval` seconds. A lock whose heartbeat is older than `MISSED` intervals
 belongs to a dead driver (kill -9, a lost node): `resume` takes it over, `status` reports the
 sweep as crashed. Object stores (s3://, gs://) have no O_EXCL; there the lock is
@@ -104,12 +105,18 @@ class _Store:
             self.write(text)
             return True
         Path(self.dir).mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+        # Written whole under a private name, then hard-linked into place: link() fails if the
+        # lock exists (atomic like O_EXCL, also on NFS), and no reader ever sees half a lock.
+        tmp = f"{self.path}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
         return True
 
     def write(self, text: str) -> None:
