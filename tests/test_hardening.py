@@ -269,6 +269,41 @@ def test_read_only_commands_import_neither_torch_nor_ray(tmp_path):
     assert f"127.0.0.1:{port}" in out.stderr  # ui: the port is taken, exit 2, nothing started
 
 
+FAKE_SERVER = """
+import http.server, time
+time.sleep(1.5)  # a server still importing: the URL must not be printed yet
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", PORT), Health).handle_request()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_ui_announces_the_url_only_once_the_server_answers(tmp_path, capsys, monkeypatch, answers):
+    """MLflow's server replaced by a stand-in: one that answers /health after a delay, and one
+    that dies first (the URL is never printed, exit 2 naming the exit code)."""
+    port = free_port()
+    script = FAKE_SERVER.replace("PORT", str(port)) if answers else "import sys; sys.exit(3)"
+    real = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda command: real([sys.executable, "-c", script]))
+    code, out, err = run_cli(capsys, "ui", "--port", port, "--root", tmp_path / "runs")
+    url = f"http://127.0.0.1:{port}"
+    if answers:
+        assert code == 0 and f"at {url}" in out, out + err
+    else:
+        assert code == 2 and url not in out and "exited with code 3" in err, out + err
+
+
 # --------------------------------------------------------------------------- validation
 
 
