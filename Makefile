@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test typecheck lint slow bench clean
+.PHONY: demo test typecheck lint slow bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
+
+# GPU check (BENCHMARKS.md, "GPU check"): the CUDA tests (each skips, saying why, without CUDA),
+# then benchmarks/gpu.py's JSON. Without CUDA: make bench-gpu GPU_DEVICE=cpu GPU_FLAGS=--quick.
+# On a borrowed GPU machine with no registry, benchmarks/gpu_check.sh does both without pip.
+GPU_DEVICE ?= cuda
+GPU_FLAGS ?=
+GPU_OUT ?= benchmarks/results/gpu-$(GPU_DEVICE).json
+bench-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu -rs tests/test_gpu.py
+	$(BIN)/python -m benchmarks.gpu --device $(GPU_DEVICE) $(GPU_FLAGS) --out $(GPU_OUT)
 
 clean:
 	rm -rf runs .pytest_cache
