@@ -1,6 +1,6 @@
 """What a sweep leaves in MLflow, read back through MLflow's client: a model-training
 experiment, child runs named by their settings, no config values as metrics, each final metric
-once; and a driver that fails after its last trial ends its parent run FAILED, never RUNNING."""
+once; and a driver that fails after the last trial ends its parent run FAILED, never RUNNING."""
 
 import pytest
 from conftest import TINY_BASE
@@ -30,7 +30,7 @@ def tiny_spec(name: str, epochs: int = 2) -> object:
     )
 
 
-def test_runs_read_back_through_mlflow(ray_session, tmp_path):
+def test_runs_read_back_through_mlflow(ray_session, tmp_path, monkeypatch):
     loc = Locations.make(tmp_path / "runs")
     outcome = driver.run(tiny_spec("recorded"), "recorded", loc, quiet=True)
     client = MlflowClient(loc.tracking_uri)
@@ -60,20 +60,15 @@ def test_runs_read_back_through_mlflow(ray_session, tmp_path):
     logged = {a.path for a in client.list_artifacts(outcome.parent_run_id, "analysis")}
     assert "analysis/gaps.csv" in logged
 
-
-def test_a_driver_failing_after_the_last_trial_ends_the_parent_failed(
-    ray_session, tmp_path, monkeypatch
-):
+    # A driver that fails after the last trial (here: a resume with nothing left to train,
+    # whose results cannot be read) ends the parent run FAILED with the reason, not RUNNING.
     def unreadable(path: str) -> dict[str, int]:
         raise SweepError(f"cannot read the sweep's results at {path}: gone")
 
     monkeypatch.setattr(lifecycle, "tune_statuses", unreadable)
-    loc = Locations.make(tmp_path / "runs")
-    spec = parse_spec({**tiny_spec("failing").source, "space": {"aug.p_drop": {"grid": [0.0]}}})
     with pytest.raises(SweepError, match="cannot read the sweep's results"):
-        driver.run(spec, "late", loc, quiet=True)
-    parent = loc.tracker().find_sweep("late")
-    assert parent is not None and parent.info.status == "FAILED"
-    assert parent.data.tags["headsweep.state"] == "failed"
+        driver.resume("recorded", loc)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FAILED" and parent.data.tags["headsweep.state"] == "failed"
     assert "cannot read the sweep's results" in parent.data.tags[END_REASON]
-    assert not (loc.root / "ray" / "late" / ".headsweep-driver.json").exists()  # lock released
+    assert not (loc.root / "ray" / "recorded" / ".headsweep-driver.json").exists()

@@ -1,5 +1,6 @@
 """Sweeps on real Ray Tune with a real SQLite MLflow store: the quickstart end to end, the MLflow
-UI, failure handling and retries, kill-and-resume, and the persisted Optuna study."""
+UI, failure handling and retries, kill-and-resume (a crashed sweep seen as crashed, a second
+driver refused, a truncated checkpoint skipped), SIGTERM, and the persisted Optuna study."""
 
 import contextlib
 import json
@@ -14,20 +15,27 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_spec
+from conftest import TINY_BASE, write_spec
 from mlflow.tracking import MlflowClient
 
 from analysis.tables import CONFIG_COLUMNS
 from sweeps import cli
 from sweeps.locations import Locations
-from sweeps.tracking import ERROR, PARENT, ROLE, TRIAL_ID, param_text
+from sweeps.lock import LOCK_FILE, driver_state
+from sweeps.tracking import END_REASON, ERROR, PARENT, ROLE, TRIAL_ID, param_text
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 # Experiment snapshots every second (the driver's default is 10 s), so a driver killed a few
 # one-second epochs into a trial has already recorded one of its checkpoints; the checkpoint
 # pruner's grace period shrinks with it to 10 s and so runs during these tests too.
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+# Heartbeats every 2 s: a killed driver's sweep reads as crashed 8 s later (4 missed beats).
+ENV = {
+    **os.environ,
+    "RAY_AUTH_MODE": "disabled",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "HEADSWEEP_HEARTBEAT_S": "2",
+}
 
 
 def sweep_runs(root: Path, name: str):
@@ -174,15 +182,19 @@ def start_driver(spec: str, name: str, root: Path) -> subprocess.Popen:
     )
 
 
-def resume(root: Path, name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "sweeps.cli", "resume", name, "--root", str(root)],
+def cli_process(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", *args],
         env=ENV,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def resume(root: Path, name: str) -> None:
+    done = cli_process(["resume", name, "--root", str(root)])
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -208,6 +220,21 @@ def _results(experiment: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _unfinished_with_checkpoints(experiment: Path, at_least: int) -> Path | None:
+    """A trial directory with `at_least` checkpoints, none of them its final one."""
+    for trial_dir in sorted(experiment.glob("contrastive_*")):
+        found = sorted(trial_dir.glob("checkpoint_*"))
+        if len(found) >= at_least and not any((c / "record.json").exists() for c in found):
+            return trial_dir
+    return None
+
+
+def _state(root: Path, name: str) -> str:
+    parent = Locations.make(root).tracker().find_sweep(name)
+    experiment = f"{parent.data.tags['headsweep.storage']}/{name}"
+    return driver_state(parent.info.status, parent.data.tags, experiment)
+
+
 def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     spec = write_spec(
         tmp_path / "kill.yaml",
@@ -217,7 +244,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
         base={
             "data": {"name": "digits_on_texture", "n_train": 1024, "n_test": 128},
             "model": {"widths": [16, 32]},
-            # 12 epochs: the kill lands near epoch 3 even when a loaded driver lags its trials
+            # 12 epochs: the kill lands mid-trial even when a loaded driver lags its trials
             # (a trial that ends after the last snapshot is rerun from its checkpoint by design)
             "train": {"epochs": 12, "batch_size": 64},
             "probe": {"steps": 20, "online_n": 0},
@@ -228,13 +255,22 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     experiment = root / "ray" / "killable"
     driver = start_driver(spec, "killable", root)
     try:
-        # Kill once a snapshot has recorded the first trial's third checkpoint, before it finished.
+        _wait_for(lambda: _unfinished_with_checkpoints(experiment, 1) is not None, 240, driver)
+        # A second driver on the live sweep is refused, naming the first.
+        second = cli_process(["resume", "killable", "--root", str(root)])
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"pid {driver.pid} on" in second.stderr and "another driver" in second.stderr
+        assert _state(root, "killable") == "running"
+
+        # Kill once a snapshot has recorded an unfinished trial's third checkpoint.
         def recorded() -> bool:
-            checkpoints = list(experiment.glob("contrastive_*/checkpoint_000002"))
+            trial_dir = _unfinished_with_checkpoints(experiment, 3)
             snapshots = list(experiment.glob("experiment_state-*.json"))
             return (
-                bool(checkpoints and snapshots)
-                and max(p.stat().st_mtime for p in snapshots) > checkpoints[0].stat().st_mtime
+                trial_dir is not None
+                and bool(snapshots)
+                and max(p.stat().st_mtime for p in snapshots)
+                > max(c.stat().st_mtime for c in trial_dir.glob("checkpoint_*"))
             )
 
         _wait_for(recorded, 240, driver)
@@ -243,20 +279,60 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    before = _results(experiment)
-    assert not all(any(r.get("done") for r in rows) for rows in before.values()) or len(before) < 3
+    killed_at = time.monotonic()
+    while _state(root, "killable") != "crashed":  # within the heartbeat window (8 s) + slack
+        assert time.monotonic() - killed_at < 20, "a killed driver's sweep still reads running"
+        time.sleep(0.5)
+    # The interrupted trial's newest checkpoint, cut short: resume falls back to the one before.
+    cut = _unfinished_with_checkpoints(experiment, 2)
+    assert cut is not None
+    newest = sorted(cut.glob("checkpoint_*"))[-1]
+    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:64])
+    cut_epoch = int(newest.name.split("_")[1]) + 1  # checkpoint_00000k holds epoch k + 1
 
-    resume(root, "killable")
+    resume(root, "killable")  # takes the dead driver's lock over
     after = _results(experiment)
     assert len(after) == 3
     for rows in after.values():
         assert sum(1 for r in rows if r.get("done")) == 1  # finished exactly once
         assert {r["epoch"] for r in rows if not r.get("done")} == set(range(1, 13))
-    # The trial the kill interrupted continued from a checkpoint, not from scratch.
-    assert any(r.get("resumed_from_epoch", 0) >= 1 for rows in after.values() for r in rows)
-    _, _, children = sweep_runs(root, "killable")
+    resumed = {r["resumed_from_epoch"] for r in after[cut.name] if r.get("done")}
+    assert resumed and 1 <= resumed.pop() < cut_epoch  # from an older intact checkpoint
+    tracker, parent, children = sweep_runs(root, "killable")
     assert len(children) == 3
     assert {c.info.status for c in children} == {"FINISHED"}
+    assert tracker.client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert not (experiment / LOCK_FILE).exists()
+    # at the end of the sweep, each trial keeps just its newest checkpoint
+    assert all(len(list(d.glob("checkpoint_*"))) == 1 for d in experiment.glob("contrastive_*"))
+
+
+def test_sigterm_ends_the_parent_run_killed_with_the_reason(tmp_path):
+    spec = write_spec(
+        tmp_path / "term.yaml",
+        name="terminated",
+        max_concurrent=1,
+        base={**TINY_BASE, "train": {"epochs": 6, "batch_size": 64}},
+        space={"aug.p_drop": {"grid": [0.0]}},
+    )
+    root = tmp_path / "runs"
+    experiment = root / "ray" / "terminated"
+    driver = start_driver(spec, "terminated", root)
+    try:  # once the trial has started: Tune (and so the driver's handler) is running
+        _wait_for(lambda: any(experiment.glob("contrastive_*")), 240, driver)
+        driver.send_signal(signal.SIGTERM)  # `kill PID`, a stopped job
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    output = driver.stdout.read()
+    assert driver.returncode == 130, output
+    _, parent, children = sweep_runs(root, "terminated")
+    assert parent.info.status == "KILLED"
+    assert "SIGTERM" in parent.data.tags[END_REASON]
+    assert parent.data.tags["headsweep.state"] == "interrupted"
+    assert "RUNNING" not in {c.info.status for c in children}
+    assert not (experiment / LOCK_FILE).exists()
 
 
 def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
@@ -315,11 +391,14 @@ def test_optuna_study_survives_an_interrupted_sweep(tmp_path):
     output = driver.stdout.read()
     assert driver.returncode == 130, output  # interrupted, with the resume hint
     assert "headsweep resume searched" in output
+    tracker, parent, _ = sweep_runs(root, "searched")
+    assert parent.info.status == "KILLED" and "interrupted" in parent.data.tags[END_REASON]
     before = optuna.load_study(study_name="searched", storage=storage)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in before.trials) < 4
     resume(root, "searched")
     study = optuna.load_study(study_name="searched", storage=storage)
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    _, _, children = sweep_runs(root, "searched")
+    tracker, parent, children = sweep_runs(root, "searched")
     assert len(children) == 4
+    assert tracker.client.get_run(parent.info.run_id).info.status == "FINISHED"
