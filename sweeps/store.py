@@ -17,6 +17,7 @@ import math
 import os
 import sqlite3
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -149,10 +150,13 @@ class RestReader:
     def __init__(self, uri: str) -> None:
         self.uri = uri.rstrip("/")
 
-    def _post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, endpoint: str, body: dict[str, Any], get: bool = False) -> dict[str, Any]:
+        url = f"{self.uri}/api/2.0/mlflow/{endpoint}"
+        if get:  # MLflow's read endpoints take GET with the fields as a query
+            url += "?" + urllib.parse.urlencode(body)
         request = urllib.request.Request(
-            f"{self.uri}/api/2.0/mlflow/{endpoint}",
-            data=json.dumps(body).encode(),
+            url,
+            data=None if get else json.dumps(body).encode(),
             headers={"Content-Type": "application/json", **_auth_header()},
         )
         try:
@@ -217,7 +221,7 @@ class RestReader:
         return self._search([parent.experiment_id], tag_equals(PARENT, parent.run_id))
 
     def experiment_name(self, experiment_id: str) -> str:
-        answer = self._post("experiments/get-by-id", {"experiment_id": experiment_id})
+        answer = self._post("experiments/get", {"experiment_id": experiment_id}, get=True)
         return str(answer.get("experiment", {}).get("name", experiment_id))
 
 

@@ -8,6 +8,7 @@ server is left serving a store nobody is looking at. Imports neither MLflow nor 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -42,13 +43,18 @@ def _answers(address: str) -> bool:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
+    """Stop the server's whole process group: MLflow's server starts job consumers (huey) that
+    outlive it when only the server itself is signalled."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
-            process.wait(timeout=10)
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # the group is gone
+        try:
+            process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            continue
+        time.sleep(0.5)  # the consumers get the same signal; give them a moment
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -56,7 +62,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(loc: Locations, host: str, port: int) -> int:
-    """Run the server until Ctrl-C or SIGTERM (exit 0) or until it exits (its exit code)."""
+    """Run the server until Ctrl-C or SIGTERM (exit 0); a server that stops by itself is an
+    error (exit 1), one that never answers a SweepError (exit 2)."""
     check_port_free(host, port)
     loc.root.mkdir(parents=True, exist_ok=True)
     address = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -78,7 +85,7 @@ def serve(loc: Locations, host: str, port: int) -> int:
     ]
     print(f"starting the MLflow UI for {loc.root} ...", flush=True)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, start_new_session=True)  # a group _stop can end whole
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _answers(address):
@@ -90,9 +97,14 @@ def serve(loc: Locations, host: str, port: int) -> int:
             if time.monotonic() > deadline:
                 raise SweepError(f"the MLflow server did not answer on {address} in time")
             time.sleep(0.5)
+        if process.poll() is not None:  # another server answered on the port it lost
+            raise SweepError(f"the MLflow server exited with code {process.returncode}")
         print(f"MLflow UI for {loc.root} at {address} (Ctrl-C stops it)", flush=True)
         code = process.wait()
-        return 0 if code == 0 else 1
+        print(
+            f"headsweep: the MLflow server stopped on its own (exit code {code})", file=sys.stderr
+        )
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:

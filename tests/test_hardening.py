@@ -295,11 +295,14 @@ def test_ui_announces_the_url_only_once_the_server_answers(tmp_path, capsys, mon
     port = free_port()
     script = FAKE_SERVER.replace("PORT", str(port)) if answers else "import sys; sys.exit(3)"
     real = subprocess.Popen
-    monkeypatch.setattr(subprocess, "Popen", lambda command: real([sys.executable, "-c", script]))
+    monkeypatch.setattr(
+        subprocess, "Popen", lambda command, **kw: real([sys.executable, "-c", script], **kw)
+    )
     code, out, err = run_cli(capsys, "ui", "--port", port, "--root", tmp_path / "runs")
     url = f"http://127.0.0.1:{port}"
     if answers:
-        assert code == 0 and f"at {url}" in out, out + err
+        assert code == 1 and f"at {url}" in out, out + err  # the stand-in then stops by itself
+        assert "stopped on its own" in err
     else:
         assert code == 2 and url not in out and "exited with code 3" in err, out + err
 
