@@ -158,3 +158,28 @@ def test_variant_axis_bundles_keys_across_sections_and_smoke_still_pins():
     bad = spec_with(space__variant={"grid": [{"loss.name": "hinge"}]})
     with pytest.raises(SpecError, match="loss.name"):
         parse_spec(bad)
+
+
+def test_explicit_set_that_an_axis_would_overwrite_is_refused_with_the_space_override():
+    with pytest.raises(SpecError, match=r"--set 'space.model.head="):
+        parse_spec(BASE, parse_overrides(["model.head.name=mlp"]))
+    with pytest.raises(SpecError, match=r"space.model.head=null"):
+        parse_spec(BASE, parse_overrides(["model={backbone: small_cnn}"]))
+    variants = [{"loss.name": "nt_xent"}, {"loss.name": "barlow", "optim.lr": 0.3}]
+    with pytest.raises(SpecError, match=r"space.variant"):
+        parse_spec(spec_with(space__variant={"grid": variants}), parse_overrides(["optim.lr=1"]))
+    pinned = parse_spec(BASE, parse_overrides(["model.head={name: mlp}"]))  # the whole axis
+    assert "model.head" not in [a.key for a in pinned.space]
+
+
+def test_smoke_keeps_explicit_set_values_and_says_so():
+    spec = parse_spec(BASE, parse_overrides(["train.epochs=2", "data.n_train=512"]), smoke=True)
+    assert spec.base["train"]["epochs"] == 2 and spec.base["data"]["n_train"] == 512
+    assert spec.base["data"]["n_test"] == 128  # smoke's other keys still apply
+    assert any("train.epochs" in note for note in spec.notes)
+
+
+@pytest.mark.parametrize("metric", ["train/bogus", "probe/digit/layer1", "online/digit/latents"])
+def test_metrics_no_trial_reports_are_refused(metric):
+    with pytest.raises(SpecError, match="search.metric"):
+        parse_spec(spec_with(search__metric=metric))
