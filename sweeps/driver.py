@@ -22,7 +22,14 @@ from ray import tune
 from sweeps import cluster
 from sweeps import tuner as T
 from sweeps.checkpoints import CheckpointPruner, restore_missing
-from sweeps.lifecycle import Outcome, check_writable, driving, has_experiment, reopen
+from sweeps.lifecycle import (
+    Outcome,
+    check_data_roots,
+    check_writable,
+    driving,
+    has_experiment,
+    reopen,
+)
 from sweeps.locations import Locations, SweepError
 from sweeps.lock import SweepLock, command_line
 from sweeps.progress import Progress
@@ -150,6 +157,7 @@ def run(
     check_fits(spec, nodes_for(address))
     check_reachable(loc.tracking_uri)
     check_writable(loc)
+    check_data_roots(spec)
     check_storage(loc.storage, address)  # after the cheap checks: it runs a task on every node
     path = loc.experiment_path(name)
     # The lock first: a second driver of the same name is refused naming the first.

@@ -12,6 +12,7 @@ lives, the sweep's lock (`sweeps.lock`) beats and mirrors each beat into the par
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -24,8 +25,10 @@ from types import FrameType
 
 from ray.tune import ExperimentAnalysis
 
+from headsweep.data import DATASETS
 from sweeps.locations import Locations, SweepError
 from sweeps.lock import HEARTBEAT_TAG, INTERVAL_TAG, SweepLock
+from sweeps.spec import SweepSpec
 from sweeps.tracking import END_REASON, Tracker, end_run, is_local_store, ui_urls
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,33 @@ def check_writable(loc: Locations) -> None:
         found = db if db.exists() else _nearest_existing(db.parent)
         if not os.access(found, os.W_OK):
             raise SweepError(f"tracking store {loc.tracking_uri}: {found} is not writable")
+
+
+def check_data_roots(spec: SweepSpec) -> None:
+    """Refuse, before anything starts, a sweep none of whose trials can find its data: a
+    dataset read from torchvision's files (`data.download: false`) under a `data.root` that does
+    not exist. A sweep some of whose trials can start runs (the others fail, recorded as such).
+    Relative roots are left to the trial: Tune runs trials in their own working directory."""
+    file_datasets = {n for n, f in DATASETS.items() if f.__module__.endswith("torchvision_formats")}
+    missing: dict[str, str] = {}
+    points = list(itertools.islice(spec.points(), 2000)) or [{}]
+    for point in points:
+        try:
+            data = spec.settings(point).to_dict().get("data") or {}
+        except (ValueError, KeyError):
+            continue  # the spec validator has its own say
+        root = Path(str(data.get("root", ""))).expanduser()
+        needs_files = data.get("name") in file_datasets and not data.get("download")
+        if needs_files and root.is_absolute() and not root.is_dir():
+            missing[str(root)] = str(data["name"])
+            continue
+        return  # at least one trial can start
+    if missing:
+        where = "; ".join(f"{name} under {root}" for root, name in sorted(missing.items()))
+        raise SweepError(
+            f"data.root: no trial can find its data ({where}: no such directory); set "
+            "data.download: true or point data.root at torchvision's files"
+        )
 
 
 def has_experiment(path: str) -> bool:
