@@ -206,6 +206,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         post = f" (post {best['post']:.3f})" if best["post"] is not None else ""
         print(f"  best {best['metric']}: {best['value']:.3f}{post} in {best['run']}")
     print(f"  parent run {st['parent_run_id']}, storage {st['storage']}")
+    if st["state"] == "crashed":
+        print(f"  its driver is gone (no heartbeat): continue with `headsweep resume {st['name']}`")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from headsweep import metrics as M
 from sweeps.locations import Locations, SweepError
+from sweeps.lock import driver_state
 from sweeps.store import RunRow, reader
 
 
@@ -23,6 +24,16 @@ def find_parent(name: str, loc: Locations) -> RunRow:
     if not found:
         raise _missing(name, loc)
     return found[0]
+
+
+def state_of(parent: RunRow, name: str) -> str:
+    """The sweep's state tag, except that a RUNNING parent whose driver stopped beating is
+    "crashed" (sweeps.lock.driver_state): a killed driver cannot update its own tag."""
+    storage = parent.tags.get("headsweep.storage", "")
+    experiment = f"{storage.rstrip('/')}/{name}" if storage else None
+    if driver_state(parent.status, parent.tags, experiment) == "crashed":
+        return "crashed"
+    return parent.tags.get("headsweep.state", parent.status.lower())
 
 
 def sweep_status(name: str, loc: Locations) -> dict[str, Any]:
@@ -53,7 +64,7 @@ def sweep_status(name: str, loc: Locations) -> dict[str, Any]:
     return {
         "name": name,
         "experiment": store.experiment_name(parent.experiment_id),
-        "state": tags.get("headsweep.state", parent.status.lower()),
+        "state": state_of(parent, name),
         "trials": int(tags.get("headsweep.num_trials", len(children))),
         "runs": counts,
         "best": best,
@@ -68,10 +79,11 @@ def list_sweeps(loc: Locations) -> list[dict[str, Any]]:
     rows = []
     for parent in store.parents() if store is not None else []:
         tags = parent.tags
+        name = tags.get("headsweep.sweep", parent.name)
         rows.append(
             {
-                "name": tags.get("headsweep.sweep", parent.name),
-                "state": tags.get("headsweep.state", parent.status.lower()),
+                "name": name,
+                "state": state_of(parent, name),
                 "trials": tags.get("headsweep.num_trials", "?"),
                 "started": time.strftime(
                     "%Y-%m-%d %H:%M", time.localtime(parent.start_time / 1000)

@@ -115,6 +115,23 @@ def test_sqlite_store_lookup_binds_names(tmp_path):
     assert find_parent("real", loc).tags["headsweep.sweep"] == "real"
 
 
+def test_status_and_list_report_a_sweep_whose_driver_stopped_beating_as_crashed(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.lock import HEARTBEAT_TAG, INTERVAL_TAG
+
+    loc = Locations.make(tmp_path)
+    client = MlflowClient(loc.tracking_uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    tags = {"headsweep.role": "parent", "headsweep.sweep": "gone", "headsweep.state": "running"}
+    stale = {HEARTBEAT_TAG: str(time.time() - 3600), INTERVAL_TAG: "30"}
+    client.create_run(exp, tags={**tags, **stale})
+    code, out, err = run_cli(capsys, "status", "gone", "--root", tmp_path)
+    assert code == 0 and ": crashed" in out and "headsweep resume gone" in out, out + err
+    code, out, _ = run_cli(capsys, "list", "--root", tmp_path)
+    assert code == 0 and "crashed" in out
+
+
 def test_paths_built_from_names_stay_inside_root_and_storage(tmp_path):
     loc = Locations.make(tmp_path / "runs", storage="s3://bucket/sweeps")
     assert loc.tables("ok").parent == tmp_path / "runs" / "tables"
