@@ -160,8 +160,10 @@ def run(
     check_data_roots(spec)
     check_storage(loc.storage, address)  # after the cheap checks: it runs a task on every node
     path = loc.experiment_path(name)
-    # The lock first: a second driver of the same name is refused naming the first.
-    with SweepLock(path, name, command_line()).acquire(takeover=False) as lock:
+    # The lock first: a second driver of the same name is refused naming the first. A dead
+    # driver's lock is taken over only if it left nothing else (it died before Tune started).
+    lock = SweepLock(path, name, command_line())
+    with lock.acquire(takeover=not has_experiment(path)):
         if has_experiment(path):
             raise SweepError(f"{path} already exists; pick another --name or remove it")
         tracker = loc.tracker()  # creates the SQLite store on first use: only after the checks
