@@ -54,12 +54,14 @@ class Summary:
             )
         return f"{done} of {total} trials finished"
 
-    def terminal_table(self, target: str | None = None) -> str:
-        """The gap table; with `target`, only its rows (the others are in summary.md)."""
+    def terminal_table(self, target: str | None = None, verdicts: bool = True) -> str:
+        """The gap table; with `target`, only its rows (the others are in summary.md); the
+        verdict lines after it unless `verdicts` is False (the CLI prints them last)."""
         gaps = self.gaps
         if target and target in set(gaps.get("target", ())):
             gaps = gaps[gaps["target"] == target]
-        return gap_table_text(gaps, self.settings, self.message) + self.verdict_text()
+        text = gap_table_text(gaps, self.settings, self.message)
+        return text + self.verdict_text() if verdicts else text
 
     def verdict_text(self) -> str:
         """Calibration and trend verdicts, one line each (empty when none apply)."""

@@ -194,6 +194,10 @@ class TrainConfig:
     # joint: both views in one batch (shared BatchNorm statistics); per_view: each view through
     # encoder and head separately, as solo-learn; auto: what aug.recipe's code does.
     forward: str = "auto"
+    # Image tensors' memory layout. auto: channels_last for image data on every device, since
+    # it measured faster on the CPU too (grid_cnn 1.34x, small_cnn 1.27-1.49x, BENCHMARKS.md)
+    # as well as on tensor cores; contiguous keeps NCHW.
+    memory_format: str = "auto"  # auto | channels_last | contiguous
 
     def validate(self, prefix: str = "train.") -> None:
         # 0 epochs: the untrained-encoder control (probes of the initial weights, §9).
@@ -208,6 +212,9 @@ class TrainConfig:
             self.device,
         )
         choice(f"{prefix}forward", self.forward, ("joint", "per_view"))
+        choice(
+            f"{prefix}memory_format", self.memory_format, ("auto", "channels_last", "contiguous")
+        )
 
 
 @dataclass(frozen=True)

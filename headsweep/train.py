@@ -127,8 +127,8 @@ class _Trial:
     def __init__(self, cfg: TrialConfig, data: Dataset, device: torch.device) -> None:
         self.cfg, self.data, self.device = cfg, data, device
         self.autocast = autocast_for(device, cfg.train.precision)
-        # channels_last helps convolutions on tensor cores; on the CPU it only costs copies.
-        self.channels_last = device.type == "cuda" and data.kind == "image"
+        # channels_last: faster convolutions on tensor cores and, measured, on the CPU too.
+        self.channels_last = data.kind == "image" and cfg.train.memory_format != "contiguous"
         in_dim = data.channels if data.kind == "image" else cfg.data.dim
         target = cfg.loss.target
         self.model = Model(cfg, in_dim, data.classes.get(target, 1)).to(device)

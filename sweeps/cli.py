@@ -111,15 +111,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _report(outcome: Outcome, loc: Locations) -> int:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
     print(f"\nsweep {outcome.name}: {counts or 'no trials'} (of {outcome.total})")
+    verdicts = ""
     try:
         from sweeps.results import analyze_sweep  # the analysis stack: after the sweep only
 
         summary = analyze_sweep(outcome.name, loc)
-        print(summary.terminal_table(M.probe_target(outcome.metric) or None))
+        print(summary.terminal_table(M.probe_target(outcome.metric) or None, verdicts=False))
         print(f"tables and figures: {summary.directory} (every target in summary.md)")
+        verdicts = summary.verdict_text()
     except Exception as exc:  # analysis must never hide the sweep's own outcome
         print(f"analysis failed: {exc} (retry with `headsweep analyze {outcome.name}`)")
-    _print_mlflow_hint(loc, outcome.parent_run_id)
+    _print_mlflow_hint(loc, outcome)
+    if verdicts:  # the answer last, where the eye lands when the sweep ends
+        print(verdicts.lstrip("\n"))
     if outcome.interrupted:
         print(f"interrupted: continue with `headsweep resume {outcome.name}`")
         return EXIT_INTERRUPTED
@@ -132,11 +136,11 @@ def _report(outcome: Outcome, loc: Locations) -> int:
     return EXIT_OK
 
 
-def _print_mlflow_hint(loc: Locations, run_id: str) -> None:
-    if loc.tracking_uri.startswith("http"):
-        print(f"MLflow: {loc.tracking_uri} (parent run {run_id})")
-    else:
-        print(f"MLflow: `headsweep ui --root {loc.root}` then open the parent run {run_id}")
+def _print_mlflow_hint(loc: Locations, outcome: Outcome) -> None:
+    runs, run = outcome.urls(loc.tracking_uri)
+    if not loc.tracking_uri.startswith("http"):
+        print(f"MLflow: `headsweep ui --root {loc.root}`, then")
+    print(f"MLflow runs: {runs}\nMLflow parent run: {run}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

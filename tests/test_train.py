@@ -220,3 +220,26 @@ def test_linear_eval_runs_on_augmented_frozen_features_and_is_reported_apart():
     frozen = next(r for r in result.probes if r["tap"] == "pre" and r["target"] == "digit")
     assert frozen["protocol"].startswith("sas(")
     assert result.metrics[M.probe("digit", "pre")] == frozen["accuracy"]
+
+
+def test_channels_last_on_the_cpu_by_default_and_same_features_as_contiguous():
+    """memory_format auto: channels_last for images on every device (it measured faster on
+    the CPU too); the layout changes speed, never the features."""
+    cfg = TrialConfig.from_dict(tiny(model={"backbone": "grid_cnn", "widths": [8, 8, 16, 16]}))
+    flat = TrialConfig.from_dict(
+        tiny(
+            model={"backbone": "grid_cnn", "widths": [8, 8, 16, 16]},
+            train={"memory_format": "contiguous"},
+        )
+    )
+    data = load_dataset(cfg.data)
+    fast, plain = _Trial(cfg, data, torch.device("cpu")), _Trial(flat, data, torch.device("cpu"))
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.channels_last and not plain.channels_last
+    plain.model.load_state_dict(fast.model.state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    fast.model.eval(), plain.model.eval()
+    with torch.no_grad():
+        for tap, value in fast.encode(x).items():
+            torch.testing.assert_close(value, plain.encode(x)[tap], atol=1e-5, rtol=1e-4)
