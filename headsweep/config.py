@@ -37,6 +37,9 @@ class DataConfig:
     digit_size: int = 16  # digit resized to this many px, centred in 32x32 (32 = full frame)
     strength: float = 1.0  # s, the digit's feature strength
     soft_mask: bool = True  # m = D (soft) or 1[D > 0]
+    # textures_v2: range of the per-image texture contrast, i.e. how strongly the textures
+    # compete with the digit for the encoder's features (docs/science.md §9).
+    texture_contrast: tuple[float, float] = (0.4, 0.8)
     # Vector data of the theory (§4.1): x = sum_k phi_k z_k e_k + noise * xi.
     dim: int = 20
     phi: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2)
@@ -50,6 +53,13 @@ class DataConfig:
         check(f"{prefix}n_test", self.n_test >= 0, ">= 0", self.n_test)
         check(f"{prefix}digit_size", 4 <= self.digit_size <= 32, "in [4, 32]", self.digit_size)
         check(f"{prefix}strength", 0.0 <= self.strength <= 1.0, "in [0, 1]", self.strength)
+        low, high = (*self.texture_contrast, 0.0, 0.0)[:2]  # short lists fail below
+        check(
+            f"{prefix}texture_contrast",
+            len(self.texture_contrast) == 2 and 0 < low <= high <= 1,
+            "[low, high] with 0 < low <= high <= 1",
+            self.texture_contrast,
+        )
         k = len(self.phi)
         check(f"{prefix}dim", self.dim >= k >= 1, f">= len({prefix}phi) = {k}", self.dim)
         check(f"{prefix}noise", self.noise >= 0, ">= 0", self.noise)

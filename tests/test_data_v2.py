@@ -166,3 +166,17 @@ def test_every_pattern_has_the_same_marginal():
     wave = torch.cat([pattern(torch.full((50,), 4.0), 32, g) for pattern in V2._PATTERNS])
     ranked = V2._rank_uniform(wave).reshape(len(wave), -1)
     assert torch.equal(ranked.sort(1).values, torch.linspace(0, 1, 1024).expand_as(ranked))
+
+
+def test_texture_contrast_is_a_recorded_field_that_only_changes_the_textures():
+    """data.texture_contrast: lower contrast, less texture signal; labels and digits unchanged."""
+    from headsweep.data import load_dataset
+
+    base = DataConfig(name="textures_v2", n_train=200, n_test=50)
+    low = DataConfig(name="textures_v2", n_train=200, n_test=50, texture_contrast=(0.3, 0.6))
+    a, b = load_dataset(base), load_dataset(low)
+    for target in a.classes:
+        assert torch.equal(a.train.labels[target], b.train.labels[target])
+    assert torch.equal(a.train.overlay, b.train.overlay)
+    spread = [d.train.inputs.float().std(dim=(2, 3)).mean().item() for d in (a, b)]
+    assert spread[1] < 0.85 * spread[0]
