@@ -14,6 +14,24 @@ from torch import Tensor
 from headsweep import metrics as M
 from headsweep.configtree import build
 
+# Convergence of the linear model against its closed-form optimum (docs/science.md §10: the
+# E5 probe gap is judged only at convergence). Built through the registry's families:
+# `synthetic/theory_post_weight/<k>` is the optimum's post weight of feature k, the two scalars
+# the largest relative error over features of each layer's trained weights.
+THEORY = "theory_post"  # the tap of the closed-form post weights (family `weight`)
+POST_ERROR = M.Metric("synthetic", stat="post_weight_error").name
+PRE_ERROR = M.Metric("synthetic", stat="pre_weight_error").name
+
+
+def relative_errors(weights: tuple[float, ...], theory: tuple[float, ...]) -> tuple[float, ...]:
+    """Per feature |w_k - t_k| / t_k. A feature the optimum drops (t_k = 0) has no relative
+    error, so its weight is measured against the largest optimal weight instead."""
+    scale = max(theory, default=0.0)
+    return tuple(
+        abs(w - t) / t if t > 0 else (abs(w) / scale if scale > 0 else math.nan)
+        for w, t in zip(weights, theory, strict=True)
+    )
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -148,6 +166,22 @@ class SyntheticResult:
     theory_post_weight: tuple[float, ...] | None = None  # sqrt(M_k) / Sigma_k (linear only)
     state: dict[str, Tensor] = field(default_factory=dict, repr=False)  # W1, W2 on the CPU
 
+    def weight_errors(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Per-feature relative errors (post, pre) against the closed-form optimum, or None
+        where it does not apply (relu, or weight decay > 0: the closed form has none).
+
+        Post is the end-to-end map W = W2 W1, whose optimum is unique. Pre is compared with
+        sqrt of the optimal post weight, the balanced factorisation gradient flow from a small
+        init reaches (T1); it is off by the init's imbalance (a few % at init std 0.05) even
+        at convergence, so convergence is judged on post (analysis.trends_synthetic E5)."""
+        theory = self.theory_post_weight
+        if theory is None or self.config.weight_decay > 0:
+            return None
+        pre_theory = tuple(math.sqrt(t) for t in theory)
+        return relative_errors(self.post_weight, theory), relative_errors(
+            self.pre_weight, pre_theory
+        )
+
     def metrics(self) -> dict[str, float]:
         """Flat metric name -> value, the names reporting and Parquet columns carry."""
         out: dict[str, float] = {
@@ -157,6 +191,12 @@ class SyntheticResult:
         }
         if self.optimal_loss is not None:
             out[M.OPTIMAL_LOSS] = self.optimal_loss
+        errors = self.weight_errors()
+        if errors is not None and self.theory_post_weight is not None:
+            out[POST_ERROR] = max(errors[0])
+            out[PRE_ERROR] = max(errors[1])
+            for k, value in enumerate(self.theory_post_weight):
+                out[M.weight(THEORY, k)] = value
         for k in range(len(self.pre_weight)):
             out[M.weight("pre", k)] = self.pre_weight[k]
             out[M.weight("post", k)] = self.post_weight[k]
