@@ -4,11 +4,15 @@ in eval mode and no gradient, then one linear probe per tap and target, scored o
 Protocols (`PROTOCOLS`, keyed by `probe.protocol`):
 
 - `sas`: SAS's `train_clf` ([X]): multinomial logistic regression, objective
-  mean CE + penalty * ||W||^2 (no 1/2, bias unpenalised), full-batch L-BFGS with a strong-Wolfe
-  line search in float32, run until the relative change of the objective falls below
-  `SAS_RTOL` (at most `probe.steps` iterations). SAS itself calls torch's L-BFGS 500 times
-  with its defaults (20 iterations each, no line search) from a random start; the objective is
-  strictly convex, so both reach the same minimiser.
+  mean CE + penalty * ||W||^2 (no 1/2, bias unpenalised), minimised by full-batch L-BFGS in
+  float32 until the relative change of the objective falls below `SAS_RTOL` (at most
+  `probe.steps` iterations). SAS itself calls torch's L-BFGS 500 times with its defaults (20
+  iterations each, no line search) from a random start; the objective is strictly convex, so
+  every converged solver reaches the same minimiser. Since issue 12 all probes of a trial are
+  fitted together by `headsweep.batched_lbfgs` (per-problem L-BFGS in lockstep, on centred,
+  partially whitened features: a change of variables, not of objective); before, each probe
+  ran torch.optim.LBFGS (strong Wolfe) on the raw features. Same optimum, so the protocol
+  name did not change; tests/test_probes.py checks both against scipy in float64.
 - `ridge`: closed-form ridge regression on one-hot targets, mean squared error +
   penalty * ||W||^2.
 
@@ -27,13 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from headsweep.batched_lbfgs import Problem, minimise
 from headsweep.config import ProbeConfig
 
 # Stop when |f_prev - f| <= SAS_RTOL * max(|f_prev|, |f|); in float32 this is "the objective
 # no longer changes", so the probe is as converged as float32 allows.
 SAS_RTOL = 1e-9
-# Strong-Wolfe line search: at most this many function evaluations per iteration (torch's 25).
-_MAX_LINE_SEARCH = 25
 
 
 @dataclass(frozen=True)
@@ -150,56 +153,23 @@ def fit_sas(
     max_iter: int,
     rtol: float = SAS_RTOL,
 ) -> LogisticFit:
-    """Minimise `sas_objective` from W = 0, b = 0 by full-batch L-BFGS (strong Wolfe) in
-    float32 until the objective's relative change per iteration is <= rtol, or max_iter.
+    """Minimise `sas_objective` from W = 0, b = 0 by full-batch L-BFGS in float32 until the
+    objective's relative change per iteration is <= rtol, or max_iter (one probe of
+    `fit_sas_batch`)."""
+    return fit_sas_batch([(x, y, classes)], penalty, max_iter, rtol)[0]
 
-    torch's L-BFGS is stepped one iteration at a time so the stopping rule is ours; its state
-    (curvature history) carries over between steps. The closure remembers the last point it
-    evaluated, so the value the line search computed at the accepted point is not recomputed."""
-    x = x.float()
-    with torch.enable_grad():
-        weight = torch.zeros(x.shape[1], classes, device=x.device, requires_grad=True)
-        bias = torch.zeros(classes, device=x.device, requires_grad=True)
-        params = [weight, bias]
-        opt = torch.optim.LBFGS(
-            params,
-            lr=1,
-            max_iter=1,
-            max_eval=1 + _MAX_LINE_SEARCH,
-            history_size=100,
-            tolerance_grad=0.0,  # the relative-change rule decides
-            tolerance_change=0.0,
-            line_search_fn="strong_wolfe",
-        )
-        cache: dict[str, object] = {}
 
-        def closure() -> Tensor:
-            point = torch.cat([p.detach().reshape(-1) for p in params])
-            if "point" in cache and torch.equal(point, cache["point"]):  # type: ignore[arg-type]
-                for p, g in zip(params, cache["grads"], strict=True):  # type: ignore[call-overload]
-                    p.grad = g.clone()
-                return cache["loss"]  # type: ignore[return-value]
-            opt.zero_grad()
-            loss = sas_objective(x, y, weight, bias, penalty)
-            loss.backward()
-            cache.update(
-                point=point,
-                loss=loss.detach(),
-                grads=[p.grad.detach().clone() for p in params if p.grad is not None],
-            )
-            return loss
-
-        previous = current = float(closure().detach())
-        iterations, converged = 0, False
-        while iterations < max_iter:
-            opt.step(closure)
-            iterations += 1
-            current = float(closure().detach())
-            if abs(previous - current) <= rtol * max(abs(previous), abs(current)):
-                converged = True
-                break
-            previous = current
-    return LogisticFit(weight.detach(), bias.detach(), current, iterations, converged)
+def fit_sas_batch(
+    problems: list[tuple[Tensor, Tensor, int]],
+    penalty: float,
+    max_iter: int,
+    rtol: float = SAS_RTOL,
+) -> list[LogisticFit]:
+    """`fit_sas` for many (x, y, classes) at once: the objectives are separable, so each probe
+    gets its own L-BFGS (history, steps, stopping rule) while the tensor work is shared;
+    consecutive problems passing the same `x` tensor share its matmuls."""
+    solved = minimise([Problem(x, y, k) for x, y, k in problems], penalty, max_iter, rtol)
+    return [LogisticFit(s.weight, s.bias, s.objective, s.iterations, s.converged) for s in solved]
 
 
 def sas_accuracy(
@@ -253,37 +223,62 @@ def fit_probes(
     cfg: ProbeConfig,
     seed: int = 0,
 ) -> list[ProbeResult]:
-    """One probe per tap x target. train/test: tap -> (n, d) features; labels: target -> (n,)."""
+    """One probe per tap x target. train/test: tap -> (n, d) features; labels: target -> (n,).
+    `sas` probes are fitted as one batch (`fit_sas_batch`), tap-major so that the targets of a
+    tap share its feature matrix; rows come back target-major as before."""
     protocol = protocol_name(cfg)
-    probe = PROTOCOLS[cfg.protocol]
     targets = list(cfg.targets) or list(classes)
-    results = []
     for target in targets:
         if target not in classes:
             raise ValueError(
                 f"probe.targets: unknown target {target!r} (this dataset has: {', '.join(classes)})"
             )
-        y_train, y_test = train_labels[target], test_labels[target]
-        index = None
-        if cfg.few_shot:
-            index = few_shot_index(y_train, cfg.few_shot, torch.Generator().manual_seed(seed))
-            y_train = y_train[index]
-        for tap, x_train in train.items():
-            x_test = test[tap]
-            if index is not None:
-                x_train = x_train[index]
-            if cfg.standardize:
-                x_train, x_test = _standardize(x_train, x_test)
-            acc = probe(x_train, y_train, x_test, y_test, classes[target], cfg)
-            results.append(
-                ProbeResult(
-                    tap,
-                    target,
-                    acc,
-                    protocol,
-                    x_train.shape[1],
-                    x_train.shape[0],
-                    x_test.shape[0],
-                )
-            )
-    return results
+    indices: dict[str, Tensor | None] = {
+        target: few_shot_index(
+            train_labels[target], cfg.few_shot, torch.Generator().manual_seed(seed)
+        )
+        if cfg.few_shot
+        else None
+        for target in targets
+    }
+    # (tap, target) -> probe inputs; one tensor object per tap when every target uses all rows.
+    inputs: dict[tuple[str, str], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+    for tap, features in train.items():
+        shared: tuple[Tensor, Tensor] | None = None
+        for target in targets:
+            index = indices[target]
+            y_train = train_labels[target] if index is None else train_labels[target][index]
+            if index is None and shared is not None:
+                x_train, x_test = shared
+            else:
+                x_train = features if index is None else features[index]
+                x_test = test[tap]
+                if cfg.standardize:
+                    x_train, x_test = _standardize(x_train, x_test)
+                if index is None:
+                    shared = (x_train, x_test)
+            inputs[tap, target] = (x_train, y_train, x_test, test_labels[target])
+    accuracy: dict[tuple[str, str], float] = {}
+    if cfg.protocol == "sas":
+        keys = list(inputs)
+        fits = fit_sas_batch(
+            [(inputs[k][0], inputs[k][1], classes[k[1]]) for k in keys], cfg.penalty, cfg.steps
+        )
+        for key, fit in zip(keys, fits, strict=True):
+            accuracy[key] = fit.accuracy(inputs[key][2], inputs[key][3])
+    else:
+        for (tap, target), (x, y, xt, yt) in inputs.items():
+            accuracy[tap, target] = PROTOCOLS[cfg.protocol](x, y, xt, yt, classes[target], cfg)
+    return [
+        ProbeResult(
+            tap,
+            target,
+            accuracy[tap, target],
+            protocol,
+            inputs[tap, target][0].shape[1],
+            inputs[tap, target][0].shape[0],
+            inputs[tap, target][2].shape[0],
+        )
+        for target in targets
+        for tap in train
+    ]
