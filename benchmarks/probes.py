@@ -58,7 +58,7 @@ SKLEARN_SETTINGS = [
         (1e-4, 100),
         (1e-4, 200),
         (1e-6, 1000),
-    )  # fmt: skip
+    )
 ]
 Features = dict[str, Any]
 
