@@ -26,8 +26,9 @@ CONTRASTIVE_TRAIN: tuple[str, ...] = (
     M.MI_UPPER,
     M.LR,
     M.THROUGHPUT,
+    M.EPOCH_TIME,
+    M.STEPS,
 )
-CONTRASTIVE_TRAIN += (M.EPOCH_TIME, M.STEPS)
 SYNTHETIC_TRAIN = (M.LOSS, M.STEP)
 COMPARED = ("pre", "post", "gap")
 
