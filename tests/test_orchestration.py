@@ -210,7 +210,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
             raise AssertionError(f"driver exited early:\n{proc.stdout.read()}")
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the sweep to make progress")
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def _results(experiment: Path) -> dict[str, list[dict]]:
@@ -240,6 +240,9 @@ def _state(root: Path, name: str) -> str:
     return driver_state(parent.info.status, parent.data.tags, experiment)
 
 
+KILL_EPOCHS = 8
+
+
 def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     spec = write_spec(
         tmp_path / "kill.yaml",
@@ -247,11 +250,13 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
         max_concurrent=1,
         checkpoint_every=1,
         base={
-            "data": {"name": "digits_on_texture", "n_train": 1024, "n_test": 128},
+            # epochs of ~2 s (3,072 images), longer than the 1 s snapshot period plus the poll:
+            # the kill lands on a snapshot that records an unfinished trial even on a loaded
+            # CI machine (1,024-image epochs of 0.6 s let a whole sweep slip past the poll)
+            "data": {"name": "digits_on_texture", "n_train": 3072, "n_test": 128},
             "model": {"widths": [16, 32]},
-            # 12 epochs: the kill lands mid-trial even when a loaded driver lags its trials
-            # (a trial that ends after the last snapshot is rerun from its checkpoint by design)
-            "train": {"epochs": 12, "batch_size": 64},
+            # a trial that ends after the last snapshot is rerun from its checkpoint by design
+            "train": {"epochs": KILL_EPOCHS, "batch_size": 64},
             "probe": {"steps": 20, "online_n": 0},
         },
         space={"aug.p_drop": {"grid": [0.0, 0.5, 1.0]}},
@@ -300,7 +305,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     assert len(after) == 3
     for rows in after.values():
         assert sum(1 for r in rows if r.get("done")) == 1  # finished exactly once
-        assert {r["epoch"] for r in rows if not r.get("done")} == set(range(1, 13))
+        assert {r["epoch"] for r in rows if not r.get("done")} == set(range(1, KILL_EPOCHS + 1))
     resumed = {r["resumed_from_epoch"] for r in after[cut.name] if r.get("done")}
     assert resumed and 1 <= resumed.pop() < cut_epoch  # from an older intact checkpoint
     tracker, parent, children = sweep_runs(root, "killable")
