@@ -26,6 +26,8 @@ from typing import Any
 from mlflow.entities import Param, Run
 from mlflow.tracking import MlflowClient
 
+from sweeps.names import tag_equals
+
 log = logging.getLogger(__name__)
 
 SWEEP = "headsweep.sweep"
@@ -181,7 +183,7 @@ class Tracker:
         return list(
             self.client.search_runs(
                 ids,
-                f"tags.`{ROLE}` = 'parent'",
+                tag_equals(ROLE, "parent"),
                 order_by=["attributes.start_time DESC"],
                 max_results=10_000,
             )
@@ -192,7 +194,7 @@ class Tracker:
         if not ids:
             return None
         runs = self.client.search_runs(
-            ids, f"tags.`{ROLE}` = 'parent' and tags.`{SWEEP}` = '{name}'", max_results=2
+            ids, f"{tag_equals(ROLE, 'parent')} and {tag_equals(SWEEP, name)}", max_results=2
         )
         return runs[0] if runs else None
 
@@ -200,7 +202,7 @@ class Tracker:
         return list(
             self.client.search_runs(
                 [parent.info.experiment_id],
-                f"tags.`{PARENT}` = '{parent.info.run_id}'",
+                tag_equals(PARENT, parent.info.run_id),
                 max_results=50_000,
             )
         )

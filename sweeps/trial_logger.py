@@ -22,6 +22,7 @@ from ray.tune.experiment import Trial
 from headsweep import metrics as M
 from headsweep.configtree import POINT, flatten, resolve
 from headsweep.record import CONFIG_FILE, FILE
+from sweeps.names import tag_equals
 from sweeps.tracking import ERROR, MAX_TAG, PARENT, ROLE, SWEEP, TRIAL_ID, log_params
 from trainables import TRAINABLES
 
@@ -89,7 +90,7 @@ class MLflowTrialLogger(tune.Callback):
             return self._runs[trial.trial_id]
         found = self.client.search_runs(
             [self.experiment_id],
-            f"tags.`{PARENT}` = '{self.parent_run_id}' and tags.`{TRIAL_ID}` = '{trial.trial_id}'",
+            f"{tag_equals(PARENT, self.parent_run_id)} and {tag_equals(TRIAL_ID, trial.trial_id)}",
             max_results=1,
         )
         if found:

@@ -114,6 +114,22 @@ def test_sqlite_store_lookup_binds_names(tmp_path):
     assert find_parent("real", loc).tags["headsweep.sweep"] == "real"
 
 
+def test_tracker_lookups_quote_names_and_run_ids(tmp_path):
+    """The MLflow-client lookups (the driver's and the trial logger's) go through tag_equals:
+    a name with quotes or an `or` clause finds nothing, where spliced it would crash or match."""
+    loc = Locations.make(tmp_path)
+    tracker = loc.tracker()
+    exp = tracker.client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = tracker.client.create_run(
+        exp, tags={"headsweep.role": "parent", "headsweep.sweep": "real"}
+    )
+    tracker.client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id})
+    assert tracker.find_sweep("real").info.run_id == parent.info.run_id
+    for name in INJECTIONS[:2]:
+        assert tracker.find_sweep(name) is None
+    assert len(tracker.children(parent)) == 1
+
+
 def test_status_and_list_report_a_sweep_whose_driver_stopped_beating_as_crashed(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
