@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from headsweep import metrics as M
 from sweeps.cli_parser import parser
-from sweeps.locations import Locations, SweepError, check_tracking_uri
+from sweeps.locations import Locations, SweepError, check_tracking_uri, quick_mlflow_client
 from sweeps.names import check_name
 from sweeps.overrides import SpecError
 
@@ -39,9 +39,12 @@ def _fail(message: str, code: int = EXIT_INPUT) -> int:
     return code
 
 
-def _locations(args: argparse.Namespace, write: bool = False) -> Locations:
+def _locations(args: argparse.Namespace, write: bool = False, driver: bool = False) -> Locations:
     """Where the command reads and writes, checked: --root/--storage are directories (and
-    writable when the command writes), the tracking store answers within 5 s."""
+    writable when the command writes), the tracking store answers within 5 s. Commands other
+    than the drivers (run, resume) also give up quickly on a server that stops answering."""
+    if not driver:
+        quick_mlflow_client()
     loc = Locations.make(
         args.root, getattr(args, "tracking_uri", None), getattr(args, "storage", None)
     )
@@ -82,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print_plan(spec, name)
         return EXIT_OK
-    loc = _locations(args, write=True)  # before Ray and MLflow load, before anything is written
+    # before Ray and MLflow load, before anything is written
+    loc = _locations(args, write=True, driver=True)
     loc.experiment_path(name)  # inside --storage, or refused
     from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
@@ -97,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     check_name(args.name, "NAME")
-    loc = _locations(args, write=True)
+    loc = _locations(args, write=True, driver=True)
     from sweeps.status import find_parent  # read-only: a missing sweep creates no store
 
     find_parent(args.name, loc)
@@ -283,6 +287,18 @@ def _os_error(exc: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
+def _lost_connection(exc: BaseException) -> str:
+    """The first line of `exc` when it, or what caused it, is a failed HTTP exchange (MLflow
+    wraps requests' errors in MlflowException); "" otherwise."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        module = type(seen).__module__.split(".")[0]
+        if isinstance(seen, ConnectionError | TimeoutError) or module in ("requests", "urllib3"):
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser(COMMANDS).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -298,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment problem: short unless asked
+        lost = _lost_connection(exc)
+        if lost and not args.verbose:  # the server answered /health, then stopped answering
+            return _fail(f"MLflow tracking server stopped answering: {lost}")
         if args.verbose:
             traceback.print_exc()
         hint = "" if args.verbose else " (run with -v for the traceback)"

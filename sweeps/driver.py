@@ -30,11 +30,11 @@ from sweeps.lifecycle import (
     has_experiment,
     reopen,
 )
-from sweeps.locations import Locations, SweepError
+from sweeps.locations import Locations, SweepError, check_tracking_uri
 from sweeps.lock import SweepLock, command_line
 from sweeps.progress import Progress
 from sweeps.spec import SpecError, SweepSpec, parse_spec
-from sweeps.tracking import Tracker, check_reachable
+from sweeps.tracking import Tracker
 from sweeps.trial_logger import MLflowTrialLogger
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def run(
     ends with it (`sweeps.lifecycle`)."""
     tune_environment()
     check_fits(spec, nodes_for(address))
-    check_reachable(loc.tracking_uri)
+    check_tracking_uri(loc.tracking_uri)
     check_writable(loc)
     check_data_roots(spec)
     check_storage(loc.storage, address)  # after the cheap checks: it runs a task on every node
@@ -237,7 +237,7 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
     ones continue from their newest intact checkpoint, errored ones are retried from theirs.
     Refused while another driver runs the sweep; a dead driver's lock is taken over."""
     tune_environment()
-    check_reachable(loc.tracking_uri)
+    check_tracking_uri(loc.tracking_uri)
     tracker = loc.tracker()
     parent = tracker.find_sweep(name)
     if parent is None:

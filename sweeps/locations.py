@@ -29,6 +29,14 @@ if TYPE_CHECKING:  # types only: sweeps.tracking imports MLflow (seconds), loade
     from sweeps.tracking import Tracker
 
 HEALTH_TIMEOUT_S = 5.0  # the longest any command waits for an MLflow server to answer
+# MLflow's client retries a failing request 7 times with exponential backoff (minutes). A driver
+# rides out a server blip that way; a command a user waits on (list, status, analyze, compare,
+# ui) gives up within ~15 s of a server that answered /health and then stopped answering.
+QUICK_CLIENT = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
 # Schemes MLflow's tracking client accepts; anything else is a typo, refused up front.
 TRACKING_SCHEMES: tuple[str, ...] = (
     "sqlite",
@@ -87,6 +95,12 @@ def _probe_directory(path: Path, option: str) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise SweepError(f"{option} {path}: cannot write in {existing} ({reason})") from None
+
+
+def quick_mlflow_client() -> None:
+    """Bound MLflow's retries for this process (`QUICK_CLIENT`); a user's own settings win."""
+    for key, value in QUICK_CLIENT.items():
+        os.environ.setdefault(key, value)
 
 
 def check_tracking_uri(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:

@@ -16,8 +16,6 @@ import logging
 import os
 import platform
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -54,22 +52,6 @@ def default_tracking_uri(root: Path, explicit: str | None = None) -> str:
 
 def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:")
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail early, with the address, when an MLflow server does not answer."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
-            if reply.status == 200:
-                return
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConnectionError(
-            f"MLflow tracking server {uri} is not reachable from this machine "
-            f"({exc}); start it or pass --tracking-uri"
-        ) from None
-    raise ConnectionError(f"MLflow tracking server {uri} answered /health with an error")
 
 
 def _git(cwd: Path) -> str | None:

@@ -49,3 +49,19 @@ def write_spec(path, **fields) -> str:
     }
     path.write_text(yaml.safe_dump(spec))
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _quick_mlflow_client_stays_in_its_test(monkeypatch):
+    """`headsweep` commands other than run/resume bound MLflow's HTTP retries through the
+    environment (sweeps.locations.QUICK_CLIENT); in-process CLI calls must not leak that into
+    later tests."""
+    from sweeps.locations import QUICK_CLIENT
+
+    for key in QUICK_CLIENT:
+        had = os.environ.get(key)
+        monkeypatch.setenv(key, "")  # records the original value (or its absence) for undo
+        if had is None:
+            monkeypatch.delenv(key)
+        else:
+            monkeypatch.setenv(key, had)

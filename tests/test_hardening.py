@@ -4,9 +4,12 @@ cannot leave the root or inject into MLflow filters; read-only commands stay rea
 light. Most cases call `sweeps.cli.main` in-process (seconds); a few run the real entry point.
 """
 
+import http.server
+import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -260,6 +263,64 @@ def test_silent_tracking_server_times_out_within_the_limit(tmp_path, capsys):
             capsys, "list", "--tracking-uri", uri, "--root", tmp_path, needle=uri, limit=10
         )
     assert "5 s" in line
+
+
+_PARENT_RUN = {
+    "info": {"run_id": "r1", "experiment_id": "1", "status": "FINISHED", "start_time": 0},
+    "data": {
+        "tags": [
+            {"key": "headsweep.role", "value": "parent"},
+            {"key": "headsweep.sweep", "value": "s"},
+        ]
+    },
+}
+
+
+class _FailsMlflowsClient(http.server.BaseHTTPRequestHandler):
+    """A server that answers /health and the CLI's own light REST lookups (urllib), so the
+    sweep `s` is found, and then fails every call of MLflow's client (503): a server that stops
+    answering in the middle of a command."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b""
+        if self.path == "/health":
+            code = 200
+        elif "Python-urllib" not in self.headers.get("User-Agent", ""):
+            code = 503
+        else:
+            code = 200
+            found = (
+                {"experiments": [{"experiment_id": "1"}]}
+                if "experiments/search" in self.path
+                else {"runs": [_PARENT_RUN]}
+            )
+            body = json.dumps(found).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("command", [["compare", "a", "b"], ["analyze", "s"]])
+def test_a_server_that_stops_answering_mid_command_is_one_line_within_the_limit(
+    tmp_path, capsys, command
+):
+    """After /health, MLflow's own client would retry for minutes; commands a user waits on
+    bound its retries (sweeps.locations.QUICK_CLIENT) and end with one line, exit 2."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailsMlflowsClient)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        line = refused(capsys, *command, "--tracking-uri", uri, "--root", tmp_path, needle=uri)
+    finally:
+        server.shutdown()
+    assert "stopped answering" in line
 
 
 def test_unknown_tracking_scheme_is_refused(tmp_path, capsys):
