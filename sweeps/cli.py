@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from headsweep import metrics as M
@@ -64,7 +65,7 @@ def _load(args: argparse.Namespace) -> SweepSpec:
     overrides = parse_overrides(args.set or [])
     from sweeps.spec import config_warnings, parse_spec
 
-    spec = parse_spec(raw, overrides, smoke=args.smoke, profiles=args.profile or [])
+    spec = parse_spec(raw, overrides, smoke=args.smoke, profiles=args.profile or [], cwd=Path.cwd())
     for text in config_warnings(spec):
         print(f"warning: {text}", file=sys.stderr)
     for text in spec.notes:

@@ -94,7 +94,8 @@ def check_data_roots(spec: SweepSpec) -> None:
     """Refuse, before anything starts, a sweep none of whose trials can find its data: a
     dataset read from torchvision's files (`data.download: false`) under a `data.root` that does
     not exist. A sweep some of whose trials can start runs (the others fail, recorded as such).
-    Relative roots are left to the trial: Tune runs trials in their own working directory."""
+    The CLI makes relative roots absolute (sweeps.overrides.absolute_data_roots); a relative
+    root left in a spec built by other code is left to the trial."""
     file_datasets = {n for n, f in DATASETS.items() if f.__module__.endswith("torchvision_formats")}
     missing: dict[str, str] = {}
     points = list(itertools.islice(spec.points(), 2000)) or [{}]

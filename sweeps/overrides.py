@@ -10,6 +10,7 @@ overrides over the spec, variants included, but never over an explicit `--set`."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -163,3 +164,47 @@ def pin_smoke(
             for kind, values in space[VARIANT].items()
         }
     return base, space
+
+
+DATA_ROOT = "data.root"
+
+
+def absolute_data_roots(raw: dict[str, Any], cwd: Path) -> tuple[dict[str, Any], list[str]]:
+    """The spec with relative `data.root` values (in base, a `data.root` grid axis, variants)
+    made absolute against `cwd`, where the user ran the command: Tune runs every trial in a
+    directory of its own, where `./data` would be a fresh, empty folder per trial. URIs and `~`
+    paths are kept. Returns the new spec and one note per rewritten value."""
+    notes: list[str] = []
+
+    def fix(value: Any) -> Any:
+        if not isinstance(value, str) or "://" in value or value.startswith("~"):
+            return value
+        path = Path(value)
+        if path.is_absolute():
+            return value
+        resolved = str((cwd / path).resolve())
+        notes.append(f"data.root {value!r} is relative: using {resolved}")
+        return resolved
+
+    raw = dict(raw)
+    base, space = raw.get("base"), raw.get("space")
+    if isinstance(base, dict) and isinstance(base.get("data"), dict) and "root" in base["data"]:
+        raw["base"] = {**base, "data": {**base["data"], "root": fix(base["data"]["root"])}}
+    if not isinstance(space, dict):
+        return raw, notes
+    space = dict(space)
+    axis = space.get(DATA_ROOT)
+    if isinstance(axis, dict) and isinstance(axis.get("grid"), list):
+        space[DATA_ROOT] = {**axis, "grid": [fix(v) for v in axis["grid"]]}
+    if isinstance(space.get(VARIANT), dict):
+        space[VARIANT] = {
+            kind: [
+                {**v, DATA_ROOT: fix(v[DATA_ROOT])} if isinstance(v, dict) and DATA_ROOT in v else v
+                for v in values
+            ]
+            if isinstance(values, list)
+            else values
+            for kind, values in space[VARIANT].items()
+        }
+    raw["space"] = space
+    return raw, list(dict.fromkeys(notes))

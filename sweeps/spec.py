@@ -47,6 +47,7 @@ from sweeps.names import check_name
 from sweeps.overrides import (
     TOP_KEYS,
     SpecError,
+    absolute_data_roots,
     apply_profiles,
     explicit_keys,
     override,
@@ -182,7 +183,10 @@ def parse_spec(
     overrides: Mapping[str, Any] | None = None,
     smoke: bool = False,
     profiles: Iterable[str] = (),
+    cwd: Path | None = None,
 ) -> SweepSpec:
+    """`cwd`: where relative `data.root` values point (the CLI passes its working directory;
+    the stored spec then holds absolute roots, so a resume finds the same data)."""
     raw = json.loads(json.dumps(raw, default=str))
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
@@ -190,6 +194,7 @@ def parse_spec(
     raw = apply_profiles(raw, list(profiles))
     raw = override(raw, overrides or {}, explicit=True)
     raw.pop("profiles", None)  # applied: the stored spec is what ran
+    raw, rooted = absolute_data_roots(raw, cwd) if cwd is not None else (raw, [])
     trainable = _require(raw, "trainable", str)
     if trainable not in TRAINABLES:
         raise SpecError(
@@ -205,7 +210,7 @@ def parse_spec(
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise SpecError("space: expected a mapping of dotted keys to distributions")
-    notes: list[str] = []
+    notes: list[str] = list(rooted)
     if smoke:  # pinned over the spec (axes and variants cannot undo it), not over --set
         explicit = explicit_keys(overrides or {})
         pins = {}

@@ -183,3 +183,21 @@ def test_smoke_keeps_explicit_set_values_and_says_so():
 def test_metrics_no_trial_reports_are_refused(metric):
     with pytest.raises(SpecError, match="search.metric"):
         parse_spec(spec_with(search__metric=metric))
+
+
+def test_relative_data_roots_become_absolute_where_the_command_ran(tmp_path):
+    """Tune runs each trial in a directory of its own: `./data` there is an empty folder per
+    trial, so the CLI resolves relative roots (base, a data.root axis, variants) against its
+    working directory; URIs, `~` and absolute paths are kept, and the spec says what changed."""
+    raw = spec_with(base__data__root="./data")
+    raw["space"]["data.root"] = {"grid": ["rel/a", "/abs/b", "~/c"]}
+    raw["space"]["variant"] = {"grid": [{"data.root": "v"}, {"loss.name": "nt_xent"}]}
+    spec = parse_spec(raw, cwd=tmp_path)
+    assert spec.base["data"]["root"] == str(tmp_path / "data")
+    axis = next(a for a in spec.space if a.key == "data.root")
+    assert list(axis.values) == [str(tmp_path / "rel/a"), "/abs/b", "~/c"]
+    variant = next(a for a in spec.space if a.key == "variant")
+    assert variant.values[0]["data.root"] == str(tmp_path / "v")
+    assert spec.source["base"]["data"]["root"] == str(tmp_path / "data")  # what resume reads
+    assert sum("is relative" in note for note in spec.notes) == 3
+    assert parse_spec(raw).base["data"]["root"] == "./data"  # only the CLI's cwd resolves
