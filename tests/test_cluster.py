@@ -67,6 +67,62 @@ def test_shipped_cluster_configs_pass_rays_own_checks(path):
     assert validate_cluster(path) == []
 
 
+@pytest.mark.parametrize("path", cluster_configs(), ids=lambda p: p.name)
+def test_shipped_cluster_configs_keep_mlflow_local_and_telemetry_off(path):
+    """MLflow's server has no authentication: bound to the head's loopback, reached by SSH.
+    Ray starts with usage stats off; the environment is one file that ~/.bashrc sources."""
+    config = yaml.safe_load(path.read_text())
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--host 127.0.0.1" in head and "0.0.0.0 --port 5000" not in head
+    starts = [
+        c
+        for key in ("head_start_ray_commands", "worker_start_ray_commands")
+        for c in config[key]
+        if "ray start" in c
+    ]
+    assert starts and all("--disable-usage-stats" in c for c in starts)
+    setup = " ".join(config["setup_commands"])
+    for setting in ("RAY_USAGE_STATS_ENABLED=0", "MLFLOW_DISABLE_TELEMETRY=true"):
+        assert setting in setup
+    appended = [
+        c for c in config["setup_commands"] + config["head_setup_commands"] if "bashrc" in c
+    ]
+    assert len(appended) == 1 and ">> ~/.bashrc" in appended[0] and "headsweep_env" in appended[0]
+
+
+@pytest.mark.parametrize("path", cluster_configs(), ids=lambda p: p.name)
+def test_the_environment_file_commands_are_idempotent(path, tmp_path):
+    """The setup lines that write ~/.headsweep_env and hook it into ~/.bashrc, run twice in a
+    scratch HOME with bash (what `ray up` does on every call): the file holds the settings once,
+    ~/.bashrc gains one line, and sourcing it exports the auth mode and telemetry opt-outs."""
+    config = yaml.safe_load(path.read_text())
+    lines = [c for c in config["setup_commands"] + config["head_setup_commands"] if "env" in c]
+    lines = [c for c in lines if "headsweep_env" in c]
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    (tmp_path / ".bashrc").write_text("# the user's own\n")
+    for _ in range(2):
+        for line in lines:
+            subprocess.run(["bash", "-c", line], env=env, check=True)
+    hooked = (tmp_path / ".bashrc").read_text().splitlines()
+    assert hooked[0] == "# the user's own" and len(hooked) == 2 and "headsweep_env" in hooked[1]
+    written = (tmp_path / ".headsweep_env").read_text()
+    assert written.count("RAY_AUTH_MODE=token") == 1
+    (tmp_path / "venv/bin").mkdir(parents=True)
+    (tmp_path / "venv/bin/activate").write_text("")
+    shown = subprocess.run(
+        [
+            "bash",
+            "-c",
+            ". ~/.bashrc; echo $RAY_AUTH_MODE $RAY_USAGE_STATS_ENABLED $MLFLOW_DISABLE_TELEMETRY",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shown == ["token", "0", "true"]
+
+
 def test_headsweep_validate_cluster_yaml_passes():
     done = subprocess.run(
         [*headsweep(), "validate", "cluster.yaml"],
