@@ -89,6 +89,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # before Ray and MLflow load, before anything is written
     loc = _locations(args, write=True, driver=True)
     loc.experiment_path(name)  # inside --storage, or refused
+    for place in loc.job_temporary():
+        print(
+            f"warning: {place} is inside this Ray job's working directory, which Ray deletes "
+            "when the job ends: pass --root/--storage/--tracking-uri (or set HEADSWEEP_ROOT) "
+            "to keep the results",
+            file=sys.stderr,
+        )
     from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
     print(

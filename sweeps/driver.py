@@ -30,7 +30,7 @@ from sweeps.lifecycle import (
     has_experiment,
     reopen,
 )
-from sweeps.locations import Locations, SweepError, check_tracking_uri
+from sweeps.locations import Locations, SweepError, check_tracking_uri, ray_job_id
 from sweeps.lock import SweepLock, command_line
 from sweeps.progress import Progress
 from sweeps.spec import SpecError, SweepSpec, parse_spec
@@ -187,6 +187,7 @@ def run(
                 "headsweep.mode": spec.search.mode,
                 "headsweep.state": "running",
                 "headsweep.root": str(loc.root),
+                **({"headsweep.ray_job": job} if (job := ray_job_id()) else {}),
                 "mlflow.note.content": spec.description,
             },
             params={

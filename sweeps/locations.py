@@ -13,6 +13,7 @@ This module imports neither MLflow nor torch: `list` and `status` start fast.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import tempfile
@@ -97,6 +98,20 @@ def _probe_directory(path: Path, option: str) -> None:
         raise SweepError(f"{option} {path}: cannot write in {existing} ({reason})") from None
 
 
+# Ray gives a submitted job's entrypoint its job config (with the submission id) in this variable.
+RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def ray_job_id() -> str | None:
+    """The submission id (`raysubmit_...`) when this process is a `ray job submit` entrypoint."""
+    try:
+        metadata = json.loads(os.environ.get(RAY_JOB_CONFIG) or "{}").get("metadata") or {}
+        found = metadata.get("job_submission_id")
+    except (ValueError, AttributeError):  # not JSON, or not the mapping Ray writes
+        return None
+    return str(found) if found else None
+
+
 def quick_mlflow_client() -> None:
     """Bound MLflow's retries for this process (`QUICK_CLIENT`); a user's own settings win."""
     for key, value in QUICK_CLIENT.items():
@@ -173,6 +188,21 @@ class Locations:
     def experiment_path(self, sweep: str) -> str:
         path = f"{self.storage.rstrip('/')}/{check_name(sweep, 'sweep name')}"
         return inside(self.storage, path, "Tune experiment")
+
+    def job_temporary(self) -> list[str]:
+        """Inside a Ray job: the places (root, a local tracking store or storage) that lie in
+        the job's working directory, a copy Ray deletes when the job ends; [] elsewhere."""
+        if ray_job_id() is None:
+            return []
+        cwd = Path.cwd().resolve()
+        places = {"--root": self.root, "--storage": Path(self.storage)}
+        if self.local_store is not None:
+            places["the tracking store"] = self.local_store
+        return [
+            f"{what} {path}"
+            for what, path in places.items()
+            if "://" not in str(path) and path.resolve().is_relative_to(cwd)
+        ]
 
     def tracker(self) -> Tracker:
         from sweeps.tracking import Tracker  # MLflow: loaded by the commands that write to it

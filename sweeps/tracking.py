@@ -39,7 +39,6 @@ END_REASON = "headsweep.end_reason"  # why the driver ended the parent run (FAIL
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 REVISION_ENV = "HEADSWEEP_GIT_REVISION"
-REVISION_FILE = ".headsweep-revision"
 MAX_TAG = 5000  # MLflow's tag values hold 8,000 characters; keep errors well below
 MAX_PARAM = 6000
 
@@ -79,28 +78,9 @@ def _git(cwd: Path) -> str | None:
 def git_revision() -> str:
     """The code's git revision, best effort. A sweep submitted with `ray job submit` runs from
     a copy of the working dir without `.git`: there the revision comes from
-    $HEADSWEEP_GIT_REVISION (pass it with `--runtime-env-json`) or from the file
-    `.headsweep-revision` that `write_revision_file` leaves in the working dir at submit time."""
+    $HEADSWEEP_GIT_REVISION, passed with `--runtime-env-json` (README, "Run on a cluster")."""
     here = Path(__file__).resolve().parent
-    for found in (_git(here), os.environ.get(REVISION_ENV, "").strip() or None):
-        if found:
-            return found
-    for directory in (Path.cwd(), here.parent):
-        with contextlib.suppress(OSError):
-            text = (directory / REVISION_FILE).read_text().strip()
-            if text:
-                return text
-    return "unknown"
-
-
-def write_revision_file(directory: Path | str = ".") -> str | None:
-    """Record the checkout's revision in DIRECTORY/.headsweep-revision (for a working dir about
-    to be shipped as a Ray job); the revision, or None outside a git checkout."""
-    revision = _git(Path(directory).resolve())
-    if revision:
-        with contextlib.suppress(OSError):
-            (Path(directory) / REVISION_FILE).write_text(revision + "\n")
-    return revision
+    return _git(here) or os.environ.get(REVISION_ENV, "").strip() or "unknown"
 
 
 def versions() -> dict[str, str]:

@@ -550,6 +550,7 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_both_nodes(two_nodes, tmp_path):
     parent = tracker.find_sweep("multinode")
     assert parent is not None
     assert tracker.client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert parent.data.tags["headsweep.ray_job"].startswith("raysubmit_")  # which job ran it
     children = tracker.children(parent)
     assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
     assert {r.info.run_id for r in children} == set(trials["mlflow_run_id"])

@@ -452,3 +452,36 @@ def test_option_errors_are_one_line(capsys):
         cli.main(["status"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and "name" in err
+
+
+def test_a_run_inside_a_ray_job_warns_when_results_would_land_in_its_working_dir(
+    tmp_path, capsys, monkeypatch
+):
+    """Ray deletes a job's working directory: the default --root there would lose the
+    results, so `run` says so (and names the job on the parent run, tested in test_cluster)."""
+    from sweeps.locations import RAY_JOB_CONFIG, ray_job_id
+
+    job = json.dumps({"runtime_env": {}, "metadata": {"job_submission_id": "raysubmit_x1"}})
+    monkeypatch.setenv(RAY_JOB_CONFIG, job)
+    assert ray_job_id() == "raysubmit_x1"
+    monkeypatch.chdir(tmp_path)
+    inside_job = Locations.make("runs").job_temporary()
+    assert [p.split()[0] for p in inside_job] == ["--root", "--storage", "the"]
+    assert Locations.make(tmp_path.parent / "kept").job_temporary() == []
+    spec = write_spec(tmp_path / "s.yaml")  # refused after the warning: no GPU here
+    code, _, err = run_cli(capsys, "run", str(spec), "--root", "runs", "--set", "resources.gpu=1")
+    assert code == 2 and "inside this Ray job's working directory" in err, err
+    monkeypatch.setenv(RAY_JOB_CONFIG, "not json")
+    assert ray_job_id() is None
+
+
+def test_the_git_revision_travels_with_a_job_as_an_environment_variable(monkeypatch):
+    """A job's working directory has no .git: the revision comes from HEADSWEEP_GIT_REVISION
+    (README's `ray job submit --runtime-env-json`), else it is recorded as unknown."""
+    from sweeps import tracking
+
+    monkeypatch.setattr(tracking, "_git", lambda cwd: None)
+    monkeypatch.setenv(tracking.REVISION_ENV, "abc123\n")
+    assert tracking.git_revision() == "abc123"
+    monkeypatch.delenv(tracking.REVISION_ENV)
+    assert tracking.git_revision() == "unknown"
