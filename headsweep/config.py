@@ -22,6 +22,9 @@ from headsweep.view_config import AugConfig, ViewConfig
 SCHEDULES = ("cosine", "constant")  # learning-rate schedules of headsweep.optim
 PROBE_PROTOCOLS = ("sas", "ridge")  # frozen-feature probes of headsweep.probes
 LINEAR_EVAL_OPTIMIZERS = ("sgd", "lars")
+SPURIOUS_DATASETS = ("textures_v2",)  # data.name values data.spurious_rho applies to
+SPURIOUS_TARGETS = ("coarse", "object")  # what the digit is correlated with
+WORST_GROUP_MODES = ("off", "erm", "dfr", "both")  # headsweep.groups
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,12 @@ class DataConfig:
     # textures_v2: range of the per-image texture contrast, i.e. how strongly the textures
     # compete with the digit for the encoder's features (docs/science.md §9).
     texture_contrast: tuple[float, float] = (0.4, 0.8)
+    # textures_v2 with a spurious correlation (headsweep.data.spurious): in the train split
+    # (pretraining and probe fitting) the digit agrees with `spurious_target` for a fraction
+    # rho of the images; the test split balances the groups (digit x spurious class). None = off.
+    spurious_rho: float | None = None
+    spurious_target: str = "coarse"  # coarse (5 classes) | object (20 classes)
+    image_size: int = 32  # waterbirds: images resized to image_size x image_size
     # Vector data of the theory (§4.1): x = sum_k phi_k z_k e_k + noise * xi.
     dim: int = 20
     phi: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2)
@@ -60,6 +69,17 @@ class DataConfig:
             "[low, high] with 0 < low <= high <= 1",
             self.texture_contrast,
         )
+        rho = self.spurious_rho
+        if rho is not None:
+            check(f"{prefix}spurious_rho", 0.0 <= rho <= 1.0, "in [0, 1] or null (off)", rho)
+            check(
+                f"{prefix}spurious_rho",
+                self.name in SPURIOUS_DATASETS,
+                f"null for {prefix}name={self.name!r} (applies to {', '.join(SPURIOUS_DATASETS)})",
+                rho,
+            )
+        choice(f"{prefix}spurious_target", self.spurious_target, SPURIOUS_TARGETS)
+        check(f"{prefix}image_size", 8 <= self.image_size <= 512, "in [8, 512]", self.image_size)
         k = len(self.phi)
         check(f"{prefix}dim", self.dim >= k >= 1, f">= len({prefix}phi) = {k}", self.dim)
         check(f"{prefix}noise", self.noise >= 0, ">= 0", self.noise)
@@ -276,6 +296,10 @@ class ProbeConfig:
     few_shot: int = 0  # labelled examples per class for the probe's training set (0 = all)
     targets: tuple[str, ...] = ()  # () = every target of the dataset
     online_n: int = 1000  # examples for the cheap per-epoch ridge probe (0 = off)
+    # Data with groups (label x spurious attribute; headsweep.groups): average and worst-group
+    # test accuracy of the probe fitted on all training rows (erm), on a group-balanced subset
+    # of them (dfr, Kirichenko et al. 2022), both, or off.
+    worst_group: str = "both"
     linear_eval: LinearEvalConfig = field(default_factory=LinearEvalConfig)
 
     def validate(self, targets: Sequence[str], prefix: str = "probe.") -> None:
@@ -287,6 +311,7 @@ class ProbeConfig:
         check(f"{prefix}steps", self.steps >= 1, ">= 1", self.steps)
         check(f"{prefix}few_shot", self.few_shot >= 0, ">= 0", self.few_shot)
         check(f"{prefix}online_n", self.online_n >= 0, ">= 0", self.online_n)
+        choice(f"{prefix}worst_group", self.worst_group, WORST_GROUP_MODES)
         self.linear_eval.validate(f"{prefix}linear_eval.")
 
 

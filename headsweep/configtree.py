@@ -134,8 +134,14 @@ def build(cls: type[T], raw: Mapping[str, Any], prefix: str = "") -> T:
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """One value to the field's declared type (bool, int, float, str or a tuple of them)."""
+    """One value to the field's declared type (bool, int, float, str, a tuple of them, or one
+    of them | None)."""
     origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and len(args) == 2 and type(None) in args:
+        # `X | None`: null (YAML `~`/`null`) means "off"; anything else must be an X.
+        inner = args[0] if args[1] is type(None) else args[1]
+        return None if value is None else coerce(value, inner, key)
     if origin is tuple:
         if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
             raise ValueError(f"{key}: expected a list, got {value!r}")
@@ -167,8 +173,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"{key}: expected a string, got {value!r}")
         return value
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no unions in the config today
-        raise TypeError(f"{key}: union types are not supported")
+    if isinstance(hint, types.UnionType):  # pragma: no cover - only `X | None` is supported
+        raise TypeError(f"{key}: union types other than X | None are not supported")
     raise TypeError(f"{key}: unsupported config type {hint}")
 
 

@@ -39,6 +39,12 @@ FAMILIES: dict[str, Family] = {
     ),
     "probe": Family("probe/{target}/{tap}", description="final frozen-feature probe accuracy"),
     "linear": Family("linear/{target}/{tap}", description="[O]'s linear evaluation accuracy"),
+    # Data with groups (headsweep.groups): stat is the fitting method (erm | dfr); tap may
+    # be gap (pre - post).
+    "worst": Family("worst/{target}/{tap}/{stat}", description="worst-group test accuracy"),
+    "average": Family(
+        "average/{target}/{tap}/{stat}", description="average test accuracy of a group probe"
+    ),
     "dim": Family("dim/{tap}", description="feature dimension of a head tap"),
     "time": Family("time/{stat}", description="seconds spent in a phase of the trial"),
     "resources": Family("resources/{stat}", description="CPUs / GPUs Tune granted the trial"),
@@ -126,6 +132,16 @@ def online(target: str, tap: str) -> str:
 def linear_eval(target: str, tap: str) -> str:
     """[O]'s linear evaluation: a linear classifier trained on augmented frozen features."""
     return Metric("linear", target, tap).name
+
+
+def worst_group(target: str, tap: str, method: str) -> str:
+    """Worst-group test accuracy of the group probe fitted by `method` (erm | dfr)."""
+    return Metric("worst", target, tap, method).name
+
+
+def group_average(target: str, tap: str, method: str) -> str:
+    """Average test accuracy of the group probe fitted by `method` (erm | dfr)."""
+    return Metric("average", target, tap, method).name
 
 
 def dim(tap: str) -> str:
@@ -227,6 +243,7 @@ __all__ = [
     "Family",
     "Metric",
     "dim",
+    "group_average",
     "linear_eval",
     "online",
     "parse",
@@ -235,4 +252,5 @@ __all__ = [
     "probe",
     "weight",
     "with_tap",
+    "worst_group",
 ]

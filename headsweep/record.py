@@ -47,6 +47,29 @@ class ProbeRow:
         return cls(**{n: raw[n] for n in names})
 
 
+@dataclass(frozen=True)
+class GroupRow:
+    """One probe scored over groups (headsweep.groups): a tap x label target x fitting method
+    (erm: every training row; dfr: a group-balanced subset), average and worst-group test
+    accuracy."""
+
+    tap: str
+    target: str
+    method: str
+    average: float
+    worst_group: float
+    n_groups: int
+    n_train: int
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> GroupRow:
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise RecordError(f"group row without {', '.join(missing)}: {dict(raw)!r}")
+        return cls(**{n: raw[n] for n in names})
+
+
 @dataclass
 class TrialRecord:
     """Everything one finished trial measured.
@@ -54,7 +77,8 @@ class TrialRecord:
     config: the resolved nested config (every default filled in); metrics: the final flat
     metrics the trial itself computed (last epoch, probes and gaps, or the synthetic model's
     measurements); probes: one row per tap x target; history: one dict of metrics per epoch
-    (or per progress report); timings: seconds per phase; steps: optimiser steps taken."""
+    (or per progress report); timings: seconds per phase; steps: optimiser steps taken;
+    groups: one row per tap x target x method of the worst-group evaluation (data with groups)."""
 
     trainable: str
     config: dict[str, Any]
@@ -66,6 +90,8 @@ class TrialRecord:
     steps: int = 0
     resources: dict[str, float] = field(default_factory=dict)  # cpu, gpu Tune granted
     node_id: str = ""
+    # worst-group probes (data with groups); optional, so old records read unchanged
+    groups: list[GroupRow] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def flat_config(self) -> dict[str, Any]:
@@ -104,6 +130,7 @@ class TrialRecord:
             raise RecordError(f"trial record has unknown fields {unknown}")
         values = dict(raw)
         values["probes"] = [ProbeRow.from_dict(p) for p in raw.get("probes", [])]
+        values["groups"] = [GroupRow.from_dict(g) for g in raw.get("groups", [])]
         return cls(**values)
 
     @classmethod

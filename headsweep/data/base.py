@@ -54,6 +54,9 @@ class Dataset:
     train: Split
     test: Split
     classes: dict[str, int] = field(default_factory=dict)  # target -> number of classes
+    # Targets whose joint value is a sample's group (target label x spurious attribute, e.g.
+    # ("y", "place") for Waterbirds); () = no groups. headsweep.groups scores worst-group accuracy.
+    group_by: tuple[str, ...] = ()
 
     @property
     def targets(self) -> list[str]:
@@ -65,7 +68,12 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         return Dataset(
-            self.name, self.kind, self.train.to(device), self.test.to(device), self.classes
+            self.name,
+            self.kind,
+            self.train.to(device),
+            self.test.to(device),
+            self.classes,
+            self.group_by,
         )
 
 
