@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test typecheck lint slow bench bench-gpu clean
+.PHONY: demo test typecheck lint slow bench bench-gpu clean reproduce
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The whole CPU-scale reproduction in order (hours; `headsweep reproduce --dry-run` prints the
+# plan and its estimate). Run it again after a kill to continue; it rewrites REPRODUCTION.md's
+# generated block. Extra options: make reproduce REPRODUCE_FLAGS='--only T6,T8'.
+REPRODUCE_FLAGS ?=
+reproduce: $(STAMP)
+	$(BIN)/headsweep reproduce $(REPRODUCE_FLAGS)
 
 slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -261,6 +261,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from sweeps.reproduce_plan import parse_only, plan  # the specs: torch, not Ray
+
+    only = parse_only(args.only)
+    if args.seeds is not None and args.seeds < 1:
+        raise SpecError(f"--seeds {args.seeds}: need at least 1")
+    everything, skipped = plan(None, args.seeds, Path.cwd())
+    steps = [b for b in everything if only is None or set(b.step.trends) & only]
+    if args.dry_run:
+        from sweeps.reproduce import print_plan
+
+        loc = Locations.make(args.root, args.tracking_uri, args.storage)  # nothing created
+        print_plan(steps, skipped, loc)
+        return EXIT_OK
+    from sweeps.reproduce import check_report, reproduce
+
+    report = check_report(Path(args.report))
+    return reproduce(steps, everything, skipped, _locations(args, write=True, driver=True), report)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from sweeps.cluster import validate_cluster  # Ray's autoscaler schema
 
@@ -283,6 +303,7 @@ COMMANDS = {
     "calibrate": cmd_calibrate,
     "analyze": cmd_analyze,
     "compare": cmd_compare,
+    "reproduce": cmd_reproduce,
     "validate": cmd_validate,
 }
 

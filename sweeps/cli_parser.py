@@ -143,6 +143,35 @@ def parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) -> Parse
     p = add("compare", commands["compare"], "two sweeps' pre/post gap tables side by side")
     p.add_argument("names", nargs=2, metavar="NAME")
     where(p)
+    p = add(
+        "reproduce",
+        commands["reproduce"],
+        "run the whole CPU-scale reproduction in order (calibration, sweeps, anchors; run it "
+        "again to continue after a kill) and write the report's generated block",
+    )
+    p.add_argument(
+        "--profile",
+        default="cpu",
+        choices=["cpu"],
+        help="the scale the plan runs at (default: cpu, the only one planned)",
+    )
+    p.add_argument("--only", metavar="TRENDS", help="only the steps judging these, e.g. T6,T8")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="seeds 0..N-1 on every seed axis (default: what each spec fixes, 3 or 5); the "
+        "sweep names then end in _seedsN",
+    )
+    p.add_argument(
+        "--report", default="REPRODUCTION.md", help="the report to update (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (steps, commands, trials, estimated time); start and write nothing",
+    )
+    where(p, storage=True)
     p = add("validate", commands["validate"], "check a Ray cluster launcher YAML offline")
     p.add_argument("cluster", help="e.g. cluster.yaml")
     return top
