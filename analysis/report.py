@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.figures import axis_figures, scatter_figure, weights_figure
+from analysis.groups import pre_post_lines
 from analysis.parquet import write_table
 from analysis.tables import HEAD_KEY, build_tables
 from analysis.trends import check
@@ -24,7 +25,7 @@ from analysis.verdicts import Calibration, Verdict, calibrate
 from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
 
-TABLES = ("trials", "probes", "gaps", "history")
+TABLES = ("trials", "probes", "gaps", "history", "groups")
 GAPS_CSV = "gaps.csv"  # the gap table as text: MLflow's artifact view previews it
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Summary:
     figures: list[Path] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)  # the trends this experiment checks
     calibration: Calibration | None = None  # digit experiments only
+    groups: pd.DataFrame = field(default_factory=pd.DataFrame)  # groups.parquet (may be empty)
 
     @property
     def message(self) -> str:
@@ -61,7 +63,12 @@ class Summary:
         if target and target in set(gaps.get("target", ())):
             gaps = gaps[gaps["target"] == target]
         text = gap_table_text(gaps, self.settings, self.message)
+        text += "".join(f"\n{line}" for line in self.group_lines(markdown=False))
         return text + self.verdict_text() if verdicts else text
+
+    def group_lines(self, markdown: bool) -> list[str]:
+        """Average and worst-group accuracy of pre and post (data with groups), else []."""
+        return pre_post_lines(self.groups, self.settings, _short, markdown)
 
     def verdict_text(self) -> str:
         """Calibration and trend verdicts, one line each (empty when none apply)."""
@@ -100,6 +107,7 @@ class Summary:
             lines.append("")
         if self.gaps.empty:
             return "\n".join(lines) + "\n"
+        group_lines = self.group_lines(markdown=True)
         header = [
             *(_short(k) for k in self.settings),
             "target",
@@ -121,6 +129,8 @@ class Summary:
                 _ci(row),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        if group_lines:
+            lines += ["", *group_lines]
         return "\n".join(lines) + "\n"
 
 
@@ -220,7 +230,15 @@ def analyze(
         calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
     )
     summary = Summary(
-        sweep, directory, settings, counts, gaps, figures + extra, verdicts, calibration
+        sweep,
+        directory,
+        settings,
+        counts,
+        gaps,
+        figures + extra,
+        verdicts,
+        calibration,
+        groups=tables["groups"].to_pandas(),
     )
     write_if_changed(directory / "summary.md", summary.markdown().encode())
     write_if_changed(directory / GAPS_CSV, gaps.to_csv(index=False, float_format="%.6g").encode())

@@ -6,6 +6,8 @@ each with an explicit pyarrow schema and key-value metadata:
 - gaps.parquet     per setting (head x every swept axis but the seed) x target, over seeds:
                    n, mean/std of pre, post and gap = pre - post, and the gap's paired 95% CI
 - history.parquet  one row per trial x epoch
+- groups.parquet   average and worst-group accuracy per setting x target x tap x method,
+                   over seeds (data with groups; `analysis.groups`)
 
 Probe rows come from the records' typed probe rows, never from metric names. Writing is
 `analysis.parquet.write_table`: atomic, and skipped when the content is unchanged.
@@ -23,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from analysis.groups import groups_table
 from analysis.parquet import to_table
 from analysis.trials import FINISHED, Trial
 from headsweep import metrics as M
@@ -273,4 +276,10 @@ def build_tables(
         },
         described("history"),
     )
-    return {"trials": trials_table, "probes": probes, "gaps": gaps_table, "history": history}
+    return {
+        "trials": trials_table,
+        "probes": probes,
+        "gaps": gaps_table,
+        "history": history,
+        "groups": groups_table(trials, settings, setting_types, meta),
+    }

@@ -25,6 +25,7 @@ from headsweep.atomic import write_with
 from headsweep.backbones import build_backbone
 from headsweep.config import TrialConfig, ViewConfig
 from headsweep.data import Dataset, Split, load_dataset
+from headsweep.groups import fit_group_probes
 from headsweep.heads import build_head
 from headsweep.linear_eval import linear_eval
 from headsweep.losses import LOSSES, nt_xent
@@ -62,6 +63,7 @@ class TrialResult:
     history: list[dict[str, float]]  # one row per epoch
     timings: dict[str, float]
     device: str
+    groups: list[dict[str, Any]] = field(default_factory=list)  # tap x target x method
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +148,7 @@ class _Trial:
         # The loss of a classifier on head outputs has no meaning on encoder features: its
         # lower-bound proxy falls back to InfoNCE.
         self.bound_loss = cfg.loss.name != "cross_entropy"
+        self.group_rows: list[dict[str, Any]] = []  # worst-group probes (data with groups)
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -256,13 +259,32 @@ class _Trial:
             )
         return out
 
+    def group_probes(
+        self, train_features: dict[str, Tensor], test_features: dict[str, Tensor]
+    ) -> list[dict[str, Any]]:
+        """Average and worst-group accuracy (headsweep.groups) of every tap's probe when the
+        data has groups: one row per tap x target x method ([] without groups)."""
+        if not self.data.group_by:
+            return []
+        rows = fit_group_probes(
+            train_features,
+            test_features,
+            self.data.train.labels,
+            self.data.test.labels,
+            self.data.classes,
+            self.data.group_by,
+            self.cfg.probe,
+            self.cfg.train.seed,
+        )
+        return [row.to_dict() for row in rows]
+
     def final_probes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Frozen-feature probes on every tap and target, and (when probe.linear_eval.epochs
         > 0, image data) [O]'s linear evaluation on the taps it names: two lists of rows."""
         train, test = self.data.train, self.data.test
-        test_features = self.features(test)
+        train_features, test_features = self.features(train), self.features(test)
         results = fit_probes(
-            self.features(train),
+            train_features,
             test_features,
             train.labels,
             test.labels,
@@ -270,6 +292,7 @@ class _Trial:
             self.cfg.probe,
             self.cfg.train.seed,
         )
+        self.group_rows = self.group_probes(train_features, test_features)
         le = self.cfg.probe.linear_eval
         if le.epochs and self.data.kind == "image":
             # solo-learn's CIFAR linear views: resized crop + flip, no colour ops.
@@ -341,6 +364,7 @@ def pretrain(
     for row in linear:
         final[M.linear_eval(row["target"], row["tap"])] = row["accuracy"]
     probes += linear
+    final.update(group_metrics(trial.group_rows))
     for target in data.classes:
         if M.probe(target, "pre") in final:
             final[M.probe(target, "gap")] = (
@@ -352,4 +376,28 @@ def pretrain(
         "probe_s": t_probe - t_train,
         "total_s": t_probe - t0,
     }
-    return TrialResult(cfg.to_dict(), final, probes, state.history, timings, str(device))
+    return TrialResult(
+        cfg.to_dict(),
+        final,
+        probes,
+        state.history,
+        timings,
+        str(device),
+        groups=trial.group_rows,
+    )
+
+
+def group_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """worst/<target>/<tap>/<method> and average/<target>/<tap>/<method> of worst-group probe
+    rows, plus tap gap = pre - post where both were scored."""
+    out: dict[str, float] = {}
+    for row in rows:
+        out[M.worst_group(row["target"], row["tap"], row["method"])] = row["worst_group"]
+        out[M.group_average(row["target"], row["tap"], row["method"])] = row["average"]
+    for row in rows:
+        for name in (M.worst_group, M.group_average):
+            pre = out.get(name(row["target"], "pre", row["method"]))
+            post = out.get(name(row["target"], "post", row["method"]))
+            if pre is not None and post is not None:
+                out[name(row["target"], "gap", row["method"])] = pre - post
+    return out

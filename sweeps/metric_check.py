@@ -61,7 +61,13 @@ def metric_problem(metric: str, cfg: Any) -> str:
         if metric not in reported:
             return f"{metric!r} is not reported (train metrics: {', '.join(reported)})"
         return ""
-    if not isinstance(cfg, TrialConfig) or parsed.kind not in ("probe", "online", "linear"):
+    if not isinstance(cfg, TrialConfig) or parsed.kind not in (
+        "probe",
+        "online",
+        "linear",
+        "worst",  # worst-group probes: every head tap and gap, as the final probes
+        "average",
+    ):
         return ""
     if parsed.kind == "online":
         if cfg.probe.online_n == 0:

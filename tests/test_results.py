@@ -13,6 +13,7 @@ import pytest
 from conftest import write_spec
 from PIL import Image
 
+from analysis.report import TABLES  # every table the analysis writes and logs
 from analysis.tables import CONFIG_COLUMNS, build_tables
 from headsweep.configtree import resolve
 from headsweep.record import FILE, SCHEMA_VERSION
@@ -23,7 +24,6 @@ from sweeps.tracking import TRIAL_ID, param_text
 from trainables import TRAINABLES
 
 pytestmark = pytest.mark.ray
-TABLES = ("trials", "probes", "gaps", "history")
 SMALL = {
     "data": {"name": "digits_on_texture", "n_train": 256, "n_test": 128},
     "model": {"widths": [8, 16], "head": {"hidden": 32, "out": 16}},

@@ -15,9 +15,10 @@ import torch
 from headsweep import TrainState, TrialConfig, TrialResult, pretrain
 from headsweep import metrics as M
 from headsweep.configtree import resolve
-from headsweep.data import targets_of
+from headsweep.data import groups_of, targets_of
+from headsweep.groups import methods_of
 from headsweep.optim import build_optimizer
-from headsweep.record import ProbeRow, TrialRecord
+from headsweep.record import GroupRow, ProbeRow, TrialRecord
 from trainables.common import (
     config_file,
     final_files,
@@ -62,6 +63,7 @@ def record_of(
         steps=int(result.metrics.get(M.STEPS, 0)),
         resources=dict(resources or {}),
         node_id=node,
+        groups=[GroupRow.from_dict(row) for row in result.groups],
     )
 
 
@@ -90,11 +92,35 @@ def check_metric(metric: str, cfg: TrialConfig) -> str:
         return ""
     if parsed is not None and parsed.kind == "train":
         return ""
+    if parsed is not None and parsed.kind in ("worst", "average"):
+        return group_metric_problem(metric, parsed, cfg)
     return (
         f"{metric!r} is not a reported metric (use probe/<target>/pre|post|"
-        f"gap, online/<target>/pre|post|gap or train/...; targets: "
-        f"{', '.join(targets)})"
+        f"gap, online/<target>/pre|post|gap, worst/<target>/pre|post|gap/erm|dfr or "
+        f"train/...; targets: {', '.join(targets)})"
     )
+
+
+def group_metric_problem(metric: str, parsed: M.Metric, cfg: TrialConfig) -> str:
+    """ "" when a trial of `cfg` reports the worst-group metric, else why not: the data must
+    have groups, the target must be one of them and probe.worst_group must fit that method."""
+    groups = groups_of(cfg.data)
+    if not groups:
+        return (
+            f"{metric!r} is never reported: data.name={cfg.data.name!r} has no groups (set "
+            "data.spurious_rho on textures_v2, or use waterbirds)"
+        )
+    if parsed.target not in groups:
+        return (
+            f"unknown target {parsed.target!r} in {metric!r} (group targets: {', '.join(groups)})"
+        )
+    methods = methods_of(cfg.probe.worst_group)
+    if parsed.stat not in methods:
+        return (
+            f"{metric!r} is never reported: probe.worst_group={cfg.probe.worst_group!r} "
+            f"fits {', '.join(methods) or 'nothing'}"
+        )
+    return ""
 
 
 def contrastive(config: dict[str, Any], checkpoint_every: int = 1) -> None:
