@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.bounds_figure import bounds_figures
 from analysis.figures import axis_figures, scatter_figure, weights_figure
 from analysis.groups import pre_post_lines
 from analysis.parquet import write_table
@@ -25,7 +26,7 @@ from analysis.verdicts import Calibration, Verdict, calibrate
 from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
 
-TABLES = ("trials", "probes", "gaps", "history", "groups")
+TABLES = ("trials", "probes", "gaps", "history", "bounds", "groups")
 GAPS_CSV = "gaps.csv"  # the gap table as text: MLflow's artifact view previews it
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,9 @@ def analyze(
     scatter = scatter_figure(probes, directory / "figures", sweep)
     weights = weights_figure(trials_frame, directory / "figures", sweep)
     extra = [path for path in (scatter, weights) if path]
+    extra += bounds_figures(
+        tables["bounds"].to_pandas(), tables["history"].to_pandas(), directory / "figures", sweep
+    )
     verdicts = check(experiment, probes, trials_frame)
     calibration = (
         calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None

@@ -6,6 +6,8 @@ each with an explicit pyarrow schema and key-value metadata:
 - gaps.parquet     per setting (head x every swept axis but the seed) x target, over seeds:
                    n, mean/std of pre, post and gap = pre - post, and the gap's paired 95% CI
 - history.parquet  one row per trial x epoch
+- bounds.parquet   [O]'s MI bounds against accuracy, per trial and across trials
+                   (`analysis.bounds`)
 - groups.parquet   average and worst-group accuracy per setting x target x tap x method,
                    over seeds (data with groups; `analysis.groups`)
 
@@ -25,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from analysis.bounds import bounds_table
 from analysis.groups import groups_table
 from analysis.parquet import to_table
 from analysis.trials import FINISHED, Trial
@@ -276,10 +279,12 @@ def build_tables(
         },
         described("history"),
     )
+    bounds = bounds_table(sweep, history, trials_table, setting_types, meta)
     return {
         "trials": trials_table,
         "probes": probes,
         "gaps": gaps_table,
         "history": history,
+        "bounds": bounds,
         "groups": groups_table(trials, settings, setting_types, meta),
     }

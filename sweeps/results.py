@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from mlflow.entities import Run
 
+from analysis.html_report import REPORT_HTML, write_report
 from analysis.report import GAPS_CSV, TABLES, Summary, analyze, compare_text, headline
 from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, Trial
 from headsweep import metrics as M
@@ -164,14 +165,16 @@ def analyze_sweep(name: str, loc: Locations, log_to_mlflow: bool = True) -> Summ
         seed_key=info.seed_key,
         meta=meta,
     )
+    write_report(summary)
     if log_to_mlflow:
         _log_to_parent(tracker, parent, summary)
     return summary
 
 
 def _log_to_parent(tracker: Tracker, parent: Run, summary: Summary) -> None:
-    """Tables, figures and summary.md as artifacts (overwritten in place); headline metrics
-    logged only when their value changed, so re-running adds no duplicate history."""
+    """Tables, figures, summary.md and report.html as artifacts (overwritten in place);
+    headline metrics logged only when their value changed, so re-running adds no duplicate
+    history."""
     client, run_id, directory = tracker.client, parent.info.run_id, summary.directory
     for name in TABLES:
         client.log_artifact(run_id, str(directory / f"{name}.parquet"), "analysis/tables")
@@ -179,6 +182,7 @@ def _log_to_parent(tracker: Tracker, parent: Run, summary: Summary) -> None:
         client.log_artifact(run_id, str(path), "analysis/figures")
     client.log_artifact(run_id, str(directory / "summary.md"), "analysis")
     client.log_artifact(run_id, str(directory / GAPS_CSV), "analysis")
+    client.log_artifact(run_id, str(directory / REPORT_HTML), "analysis")
     metrics, tags = headline(summary)
     current = client.get_run(run_id).data
     for key, value in metrics.items():
