@@ -1,6 +1,7 @@
 """Figures of a sweep (PNG): for each swept numeric axis and target, pre and post probe accuracy
 and the gap against the axis, one line per head, seed error bars (the shape of [X] Fig. 3);
-and a pre-versus-post scatter of every trial."""
+a pre-versus-post scatter of every trial; few-shot curves (accuracy against labelled examples
+per class); and the effective rank of pre and post against each swept axis."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
 
 MAX_LINES = 8
+FEWSHOT_LINES = 6  # settings drawn apart on a few-shot panel; more are pooled
 LABELS = {
     "aug.p_drop": "augmentation drop rate p_drop",
     "data.strength": "digit feature strength s",
@@ -212,3 +214,119 @@ def weights_figure(trials: pd.DataFrame, out: Path, sweep: str) -> Path | None:
     ax.legend(fontsize=7)
     fig.suptitle(sweep, fontsize=10)
     return _save(fig, out / "weights_pre_vs_post.png")
+
+
+def fewshot_figures(table: pd.DataFrame, settings: list[str], out: Path, sweep: str) -> list[Path]:
+    """Per target: accuracy against shots per class (log x; "all" at the right end), pre solid
+    and post dashed, 95% CI bands; one colour per setting."""
+    paths: list[Path] = []
+    if table.empty:
+        return paths
+    frame = table[table["tap"].isin(["pre", "post"])].copy()
+    frame["_line"] = frame.apply(lambda r: _line_label(r, settings), axis=1)
+    for target, part in frame.groupby("target", sort=True):
+        lines = sorted(part["_line"].unique())
+        if len(lines) > FEWSHOT_LINES:
+            part = _pooled_fewshot(part)
+            lines = ["all settings"]
+        shots = sorted(s for s in part["shots"].unique() if s > 0)
+        # "all" (shots 0) sits one decade-ish right of the largest n so the log axis holds it
+        everything = 4 * max(shots) if shots else 1
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, line in enumerate(lines):
+            for tap, style, marker in (("pre", "-", "o"), ("post", "--", "s")):
+                curve = part[(part["_line"] == line) & (part["tap"] == tap)].copy()
+                if curve.empty:
+                    continue
+                curve["x"] = curve["shots"].where(curve["shots"] > 0, everything)
+                curve = curve.sort_values("x")
+                colour = colours[i % len(colours)]
+                ax.plot(
+                    curve["x"],
+                    curve["mean"],
+                    color=colour,
+                    linestyle=style,
+                    marker=marker,
+                    label=f"{line} · {tap}",
+                )
+                low, high = (
+                    curve["ci_low"].fillna(curve["mean"]),
+                    curve["ci_high"].fillna(curve["mean"]),
+                )
+                ax.fill_between(curve["x"], low, high, color=colour, alpha=0.15)
+        ticks = [*shots, everything] if 0 in set(part["shots"]) else shots
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [*map(str, shots), "all"][: len(ticks)])
+        ax.minorticks_off()
+        ax.set(
+            xlabel="labelled examples per class",
+            ylabel=f"{target} probe accuracy (test split)",
+            title=f"{target}: few-shot probe, pre (solid) vs post (dashed), 95% CI",
+        )
+        ax.legend(fontsize=7, loc="best")
+        fig.suptitle(sweep, fontsize=10)
+        paths.append(_save(fig, out / f"{target}_fewshot.png"))
+    return paths
+
+
+def _pooled_fewshot(part: pd.DataFrame) -> pd.DataFrame:
+    """Too many settings for one panel: the mean of the settings' means (and of their CI
+    bounds, a rough band) per tap and shots."""
+    pooled = part.groupby(["tap", "shots"], as_index=False)[["mean", "ci_low", "ci_high"]].mean()
+    pooled["_line"] = "all settings"
+    return pooled
+
+
+def rank_figures(trials: pd.DataFrame, settings: list[str], out: Path, sweep: str) -> list[Path]:
+    """Effective rank (RankMe, rank/<tap> on the test split) of pre and post against each swept
+    numeric axis, mean ± std over seeds, one colour per other setting: how many directions
+    each side of the head uses where the probes' pre/post gap opens."""
+    columns = [M.rank("pre"), M.rank("post")]
+    if trials.empty or not set(columns) <= set(trials.columns):
+        return []
+    finished = trials[trials["status"] == FINISHED]
+    keys = [k for k in settings if k in finished]
+    if finished.empty or not keys:
+        return []
+    grouped = finished.groupby(keys, dropna=False)[columns]
+    means, stds = grouped.mean(), grouped.std(ddof=1)
+    frame = means.join(stds, rsuffix="_std").reset_index()
+    paths = []
+    for axis in _numeric_axes(frame, keys):
+        others = [k for k in keys if k != axis]
+        frame["_line"] = frame.apply(lambda r, o=others: _line_label(r, o), axis=1)
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, line in enumerate(sorted(frame["_line"].unique())[:MAX_LINES]):
+            part = frame[frame["_line"] == line].sort_values(axis)
+            colour = colours[i % len(colours)]
+            for column, style, marker, tap in (
+                (columns[0], "-", "o", "pre"),
+                (columns[1], "--", "s", "post"),
+            ):
+                if len(part) == 1:  # a setting off this axis (the no-head control): a level
+                    level = part[column].iloc[0]
+                    ax.axhline(
+                        level, color=colour, linestyle=style, alpha=0.7, label=f"{line} · {tap}"
+                    )
+                    continue
+                ax.errorbar(
+                    part[axis].to_numpy(dtype=float),
+                    part[column],
+                    yerr=part[f"{column}_std"].fillna(0),
+                    color=colour,
+                    linestyle=style,
+                    marker=marker,
+                    capsize=3,
+                    label=f"{line} · {tap}",
+                )
+        ax.set(
+            xlabel=LABELS.get(axis, axis),
+            ylabel="effective rank (RankMe), test split",
+            title="effective rank: pre (solid) vs post (dashed), mean ± std over seeds",
+        )
+        ax.legend(fontsize=7, loc="best")
+        fig.suptitle(sweep, fontsize=10)
+        paths.append(_save(fig, out / f"rank_vs_{axis.replace('.', '_')}.png"))
+    return paths

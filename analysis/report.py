@@ -16,7 +16,13 @@ from typing import Any
 import pandas as pd
 
 from analysis.bounds_figure import bounds_figures
-from analysis.figures import axis_figures, scatter_figure, weights_figure
+from analysis.figures import (
+    axis_figures,
+    fewshot_figures,
+    rank_figures,
+    scatter_figure,
+    weights_figure,
+)
 from analysis.groups import pre_post_lines
 from analysis.parquet import write_table
 from analysis.tables import HEAD_KEY, build_tables
@@ -26,7 +32,7 @@ from analysis.verdicts import Calibration, Verdict, calibrate
 from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
 
-TABLES = ("trials", "probes", "gaps", "history", "bounds", "groups")
+TABLES = ("trials", "probes", "gaps", "history", "bounds", "groups", "fewshot")
 GAPS_CSV = "gaps.csv"  # the gap table as text: MLflow's artifact view previews it
 
 log = logging.getLogger(__name__)
@@ -229,6 +235,8 @@ def analyze(
     extra += bounds_figures(
         tables["bounds"].to_pandas(), tables["history"].to_pandas(), directory / "figures", sweep
     )
+    extra += fewshot_figures(tables["fewshot"].to_pandas(), settings, directory / "figures", sweep)
+    extra += rank_figures(trials_frame, settings, directory / "figures", sweep)
     verdicts = check(experiment, probes, trials_frame)
     calibration = (
         calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None

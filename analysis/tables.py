@@ -10,6 +10,8 @@ each with an explicit pyarrow schema and key-value metadata:
                    (`analysis.bounds`)
 - groups.parquet   average and worst-group accuracy per setting x target x tap x method,
                    over seeds (data with groups; `analysis.groups`)
+- fewshot.parquet  few-shot probe accuracy per setting x target x tap x shots, over seeds
+                   and subsets (`analysis.fewshot`)
 
 Probe rows come from the records' typed probe rows, never from metric names. Writing is
 `analysis.parquet.write_table`: atomic, and skipped when the content is unchanged.
@@ -28,6 +30,7 @@ import pyarrow as pa
 from scipy import stats
 
 from analysis.bounds import bounds_table
+from analysis.fewshot import fewshot_table
 from analysis.groups import groups_table
 from analysis.parquet import to_table
 from analysis.trials import FINISHED, Trial
@@ -287,4 +290,5 @@ def build_tables(
         "history": history,
         "bounds": bounds,
         "groups": groups_table(trials, settings, setting_types, meta),
+        "fewshot": fewshot_table(sweep, trials, settings, setting_types, meta),
     }

@@ -296,6 +296,18 @@ class ProbeConfig:
     few_shot: int = 0  # labelled examples per class for the probe's training set (0 = all)
     targets: tuple[str, ...] = ()  # () = every target of the dataset
     online_n: int = 1000  # examples for the cheap per-epoch ridge probe (0 = off)
+    # Effective rank, alignment, uniformity of every tap (headsweep.diagnostics): per epoch
+    # on the online subset (needs online_n > 0), exactly on the test split at the end.
+    diagnostics: bool = True
+    # Weighted kNN probe on every tap and target (headsweep.knn): k neighbours by cosine
+    # similarity voting with exp(sim / T); the InstDisc / solo-learn monitor's k = 200,
+    # T = 0.07. knn_k = 0 turns it off.
+    knn_k: int = 200
+    knn_temperature: float = 0.07
+    # Few-shot curve (headsweep.fewshot): for each n (labelled examples per class, 0 = all),
+    # few_shot_subsets class-balanced random training subsets, one probe each. () = off.
+    few_shot_curve: tuple[int, ...] = ()
+    few_shot_subsets: int = 5
     # Data with groups (label x spurious attribute; headsweep.groups): average and worst-group
     # test accuracy of the probe fitted on all training rows (erm), on a group-balanced subset
     # of them (dfr, Kirichenko et al. 2022), both, or off.
@@ -311,6 +323,15 @@ class ProbeConfig:
         check(f"{prefix}steps", self.steps >= 1, ">= 1", self.steps)
         check(f"{prefix}few_shot", self.few_shot >= 0, ">= 0", self.few_shot)
         check(f"{prefix}online_n", self.online_n >= 0, ">= 0", self.online_n)
+        check(f"{prefix}knn_k", self.knn_k >= 0, ">= 0 (0 = off)", self.knn_k)
+        temperature = self.knn_temperature
+        check(f"{prefix}knn_temperature", temperature > 0, "> 0", temperature)
+        curve = self.few_shot_curve
+        shots_ok = all(n >= 0 for n in curve)
+        check(f"{prefix}few_shot_curve", shots_ok, "shots per class >= 0 (0 = all)", curve)
+        check(f"{prefix}few_shot_curve", len(set(curve)) == len(curve), "without repeats", curve)
+        subsets = self.few_shot_subsets
+        check(f"{prefix}few_shot_subsets", subsets >= 1, ">= 1", subsets)
         choice(f"{prefix}worst_group", self.worst_group, WORST_GROUP_MODES)
         self.linear_eval.validate(f"{prefix}linear_eval.")
 

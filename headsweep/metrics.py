@@ -39,6 +39,22 @@ FAMILIES: dict[str, Family] = {
     ),
     "probe": Family("probe/{target}/{tap}", description="final frozen-feature probe accuracy"),
     "linear": Family("linear/{target}/{tap}", description="[O]'s linear evaluation accuracy"),
+    "knn": Family("knn/{target}/{tap}", description="weighted kNN probe accuracy (headsweep.knn)"),
+    # Representation diagnostics (headsweep.diagnostics): exact on the full test split at the
+    # end; the online_ names are the per-epoch estimates on the online probe's subset (a
+    # different sample, so a different name: a scheduler never compares the two).
+    "rank": Family("rank/{tap}", description="effective rank (RankMe) of a tap's features"),
+    "align": Family("align/{tap}", description="alignment of two views' features (Wang & Isola)"),
+    "uniform": Family("uniform/{tap}", description="uniformity of a tap's features (Wang & Isola)"),
+    "online_rank": Family(
+        "online_rank/{tap}", per_epoch=True, description="effective rank, online subset"
+    ),
+    "online_align": Family(
+        "online_align/{tap}", per_epoch=True, description="alignment, online subset"
+    ),
+    "online_uniform": Family(
+        "online_uniform/{tap}", per_epoch=True, description="uniformity, online subset"
+    ),
     # Data with groups (headsweep.groups): stat is the fitting method (erm | dfr); tap may
     # be gap (pre - post).
     "worst": Family("worst/{target}/{tap}/{stat}", description="worst-group test accuracy"),
@@ -59,6 +75,7 @@ FAMILIES: dict[str, Family] = {
     "trials": Family("trials/{stat}", description="trials of a sweep by status"),
 }
 _PATTERNS = [(kind, family.pattern) for kind, family in FAMILIES.items()]
+PROBE_KINDS = ("probe", "online", "linear", "knn")  # accuracy per target and tap, with a gap
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,35 @@ def linear_eval(target: str, tap: str) -> str:
     return Metric("linear", target, tap).name
 
 
+def knn(target: str, tap: str) -> str:
+    """Final weighted kNN probe accuracy: tap is pre, post, gap (pre - post) or a layer."""
+    return Metric("knn", target, tap).name
+
+
+DIAGNOSTICS = ("rank", "align", "uniform")  # the kinds of headsweep.diagnostics, final names
+
+
+def rank(tap: str, online: bool = False) -> str:
+    """Effective rank of a tap: rank/<tap> (test split), online_rank/<tap> (per epoch)."""
+    return Metric("online_rank" if online else "rank", tap=tap).name
+
+
+def align(tap: str, online: bool = False) -> str:
+    """Alignment of a tap: align/<tap> (test split), online_align/<tap> (per epoch)."""
+    return Metric("online_align" if online else "align", tap=tap).name
+
+
+def uniform(tap: str, online: bool = False) -> str:
+    """Uniformity of a tap: uniform/<tap> (test split), online_uniform/<tap> (per epoch)."""
+    return Metric("online_uniform" if online else "uniform", tap=tap).name
+
+
+def is_diagnostic(name: str) -> bool:
+    """A representation diagnostic, final or per epoch."""
+    metric = parse(name)
+    return bool(metric and metric.kind.removeprefix("online_") in DIAGNOSTICS)
+
+
 def worst_group(target: str, tap: str, method: str) -> str:
     """Worst-group test accuracy of the group probe fitted by `method` (erm | dfr)."""
     return Metric("worst", target, tap, method).name
@@ -197,7 +243,7 @@ def with_tap(name: str, tap: str) -> str:
     """The same probe-like metric at another tap (probe/digit/pre -> probe/digit/post), or ""
     when `name` has no tap."""
     metric = parse(name)
-    if metric is None or metric.kind not in ("probe", "online", "linear"):
+    if metric is None or metric.kind not in PROBE_KINDS:
         return ""
     return Metric(metric.kind, metric.target, tap).name
 
@@ -216,7 +262,7 @@ def probe_target(name: str) -> str:
 
 def is_gap(name: str) -> bool:
     metric = parse(name)
-    return bool(metric and metric.tap == "gap" and metric.kind in ("probe", "online", "linear"))
+    return bool(metric and metric.tap == "gap" and metric.kind in PROBE_KINDS)
 
 
 def weight_columns(columns: Iterable[str], layer: str, normalised: bool = False) -> list[str]:
@@ -239,17 +285,24 @@ def feature_index(name: str) -> int:
 
 
 __all__ = [
+    "DIAGNOSTICS",
     "FAMILIES",
+    "PROBE_KINDS",
     "Family",
     "Metric",
+    "align",
     "dim",
     "group_average",
+    "is_diagnostic",
+    "knn",
     "linear_eval",
     "online",
     "parse",
     "partner",
     "per_epoch",
     "probe",
+    "rank",
+    "uniform",
     "weight",
     "with_tap",
     "worst_group",

@@ -48,6 +48,26 @@ class ProbeRow:
 
 
 @dataclass(frozen=True)
+class FewShotRow:
+    """One point of a few-shot curve (headsweep.fewshot): the probe fitted on `shots`
+    labelled examples per class (0 = all) of random subset `subset`, scored on the test split."""
+
+    tap: str
+    target: str
+    shots: int
+    subset: int
+    accuracy: float
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> FewShotRow:
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in raw]
+        if missing:
+            raise RecordError(f"few-shot row without {', '.join(missing)}: {dict(raw)!r}")
+        return cls(**{n: raw[n] for n in names})
+
+
+@dataclass(frozen=True)
 class GroupRow:
     """One probe scored over groups (headsweep.groups): a tap x label target x fitting method
     (erm: every training row; dfr: a group-balanced subset), average and worst-group test
@@ -78,7 +98,8 @@ class TrialRecord:
     metrics the trial itself computed (last epoch, probes and gaps, or the synthetic model's
     measurements); probes: one row per tap x target; history: one dict of metrics per epoch
     (or per progress report); timings: seconds per phase; steps: optimiser steps taken;
-    groups: one row per tap x target x method of the worst-group evaluation (data with groups)."""
+    few_shot: one row per tap x target x shots x subset of the few-shot curve; groups: one row
+    per tap x target x method of the worst-group evaluation (data with groups)."""
 
     trainable: str
     config: dict[str, Any]
@@ -90,6 +111,9 @@ class TrialRecord:
     steps: int = 0
     resources: dict[str, float] = field(default_factory=dict)  # cpu, gpu Tune granted
     node_id: str = ""
+    # few-shot curve points; records written before issue 13 have none (same schema version:
+    # the field is optional, so old records read as they are)
+    few_shot: list[FewShotRow] = field(default_factory=list)
     # worst-group probes (data with groups); optional, so old records read unchanged
     groups: list[GroupRow] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -130,6 +154,7 @@ class TrialRecord:
             raise RecordError(f"trial record has unknown fields {unknown}")
         values = dict(raw)
         values["probes"] = [ProbeRow.from_dict(p) for p in raw.get("probes", [])]
+        values["few_shot"] = [FewShotRow.from_dict(p) for p in raw.get("few_shot", [])]
         values["groups"] = [GroupRow.from_dict(g) for g in raw.get("groups", [])]
         return cls(**values)
 

@@ -25,12 +25,15 @@ from headsweep.atomic import write_with
 from headsweep.backbones import build_backbone
 from headsweep.config import TrialConfig, ViewConfig
 from headsweep.data import Dataset, Split, load_dataset
+from headsweep.diagnostics import diagnose, view_taps
+from headsweep.fewshot import few_shot_curve
 from headsweep.groups import fit_group_probes
 from headsweep.heads import build_head
+from headsweep.knn import knn_metrics
 from headsweep.linear_eval import linear_eval
 from headsweep.losses import LOSSES, nt_xent
 from headsweep.optim import build_optimizer, build_scheduler
-from headsweep.probes import extract, fit_probes, frozen, ridge_accuracy
+from headsweep.probes import ProbeResult, extract, fit_probes, frozen, ridge_accuracy
 from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
 from headsweep.views import augment, clean_view, two_views
 
@@ -63,6 +66,7 @@ class TrialResult:
     history: list[dict[str, float]]  # one row per epoch
     timings: dict[str, float]
     device: str
+    few_shot: list[dict[str, Any]] = field(default_factory=list)  # tap x target x shots x subset
     groups: list[dict[str, Any]] = field(default_factory=list)  # tap x target x method
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +152,15 @@ class _Trial:
         # The loss of a classifier on head outputs has no meaning on encoder features: its
         # lower-bound proxy falls back to InfoNCE.
         self.bound_loss = cfg.loss.name != "cross_entropy"
+        # What final_probes measures besides the probe rows: kNN accuracies and diagnostics
+        # (final metrics), few-shot curve rows, and the seconds each extra took.
+        self.final_metrics: dict[str, float] = {}
+        self.few_shot_rows: list[dict[str, Any]] = []
+        self.extra_seconds: dict[str, float] = {}
         self.group_rows: list[dict[str, Any]] = []  # worst-group probes (data with groups)
+
+    def _timed(self, phase: str, start: float) -> None:
+        self.extra_seconds[phase] = self.extra_seconds.get(phase, 0.0) + time.perf_counter() - start
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -257,7 +269,63 @@ class _Trial:
             out[M.online(target, "gap")] = (
                 out[M.online(target, "pre")] - out[M.online(target, "post")]
             )
+        if self.cfg.probe.diagnostics:
+            out.update(self.diagnostics(test, f_test, online=True))
         return out
+
+    def diagnostics(self, split: Split, clean: dict[str, Tensor], online: bool) -> dict[str, float]:
+        """Effective rank and uniformity of `clean` (the split's probe features, every tap),
+        alignment of two views of the split drawn by the trial's own view pipeline. The views'
+        generator is seeded afresh on every call: the same draws every epoch (the curve shows
+        the model changing, not the views), and the training generator is left untouched."""
+        start = time.perf_counter()
+        g = torch.Generator(self.device).manual_seed(self.cfg.train.seed)
+        with frozen(self.model):
+            view1, view2 = view_taps(
+                self.encode,
+                lambda a, b: two_views(
+                    split.take(torch.arange(a, b)), self.cfg.aug, self.cfg.data, g
+                ),
+                len(split),
+                max(self.batch_size, 256),
+            )
+        out = diagnose(clean, view1, view2, online)
+        self._timed("diagnostics_s", start)
+        return out
+
+    def frozen_extras(
+        self,
+        train_features: dict[str, Tensor],
+        test_features: dict[str, Tensor],
+        probes: list[ProbeResult],
+    ) -> None:
+        """kNN probes, exact diagnostics on the test split and the few-shot curve, on the
+        features the probes used; results in final_metrics and few_shot_rows."""
+        cfg, train, test = self.cfg.probe, self.data.train, self.data.test
+        classes = {t: self.data.classes[t] for t in cfg.targets or self.data.classes}
+        if cfg.diagnostics:
+            self.final_metrics.update(self.diagnostics(test, test_features, online=False))
+        if cfg.knn_k:
+            start = time.perf_counter()
+            self.final_metrics.update(
+                knn_metrics(train_features, test_features, train.labels, test.labels, classes, cfg)
+            )
+            self._timed("knn_s", start)
+        if cfg.few_shot_curve:
+            start = time.perf_counter()
+            rows = few_shot_curve(
+                train_features,
+                test_features,
+                train.labels,
+                test.labels,
+                classes,
+                cfg,
+                self.cfg.train.seed,
+                # the main probes were fitted on every example: they are the curve's n = 0
+                {(r.tap, r.target): r.accuracy for r in probes} if cfg.few_shot == 0 else None,
+            )
+            self.few_shot_rows = [row.to_dict() for row in rows]
+            self._timed("few_shot_s", start)
 
     def group_probes(
         self, train_features: dict[str, Tensor], test_features: dict[str, Tensor]
@@ -292,6 +360,7 @@ class _Trial:
             self.cfg.probe,
             self.cfg.train.seed,
         )
+        self.frozen_extras(train_features, test_features, results)
         self.group_rows = self.group_probes(train_features, test_features)
         le = self.cfg.probe.linear_eval
         if le.epochs and self.data.kind == "image":
@@ -364,6 +433,7 @@ def pretrain(
     for row in linear:
         final[M.linear_eval(row["target"], row["tap"])] = row["accuracy"]
     probes += linear
+    final.update(trial.final_metrics)
     final.update(group_metrics(trial.group_rows))
     for target in data.classes:
         if M.probe(target, "pre") in final:
@@ -375,6 +445,7 @@ def pretrain(
         "train_s": t_train - t_data,
         "probe_s": t_probe - t_train,
         "total_s": t_probe - t0,
+        **trial.extra_seconds,  # parts of train_s (per-epoch diagnostics) and probe_s
     }
     return TrialResult(
         cfg.to_dict(),
@@ -383,6 +454,7 @@ def pretrain(
         state.history,
         timings,
         str(device),
+        trial.few_shot_rows,
         groups=trial.group_rows,
     )
 

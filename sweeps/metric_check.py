@@ -1,11 +1,13 @@
 """Is a search or scheduler metric one that a trial of this config actually reports?
 
 The trainables' own `check_metric` knows the families and targets; this adds what depends on
-the config: the head's taps (probe/<target>/layer1 exists only for a head with that layer), the
-per-epoch online probe (off when probe.online_n is 0; pre, post and gap only), [O]'s linear
-evaluation (on when probe.linear_eval.epochs > 0, on its `taps`, no gap), and the train/...
-statistics each trainable reports. Without this a misspelt metric runs a whole sweep that
-optimises nothing (an Optuna study with every trial pruned, exit 0).
+the config: the head's taps (probe/<target>/layer1 exists only for a head with that layer; the
+same for knn/... and the diagnostics rank/, align/, uniform/ and their per-epoch online_
+names, which need probe.diagnostics), the per-epoch online probe (off when probe.online_n
+is 0; pre, post and gap only), [O]'s linear evaluation (on when probe.linear_eval.epochs >
+0, on its `taps`, no gap), and the train/... statistics each trainable reports. Without this
+a misspelt metric runs a whole sweep that optimises nothing (an Optuna study with every
+trial pruned, exit 0).
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ def metric_problem(metric: str, cfg: Any) -> str:
         "linear",
         "worst",  # worst-group probes: every head tap and gap, as the final probes
         "average",
+        "knn",  # the kNN probe: every head tap and gap, as the final probes
     ):
-        return ""
+        return _diagnostic_problem(metric, cfg) if M.is_diagnostic(metric) else ""
+    if parsed.kind == "knn" and cfg.probe.knn_k == 0:
+        return f"{metric!r} is never reported: the kNN probe is off (probe.knn_k: 0)"
     if parsed.kind == "online":
         if cfg.probe.online_n == 0:
             return f"{metric!r} is never reported: the online probe is off (probe.online_n: 0)"
@@ -85,6 +90,23 @@ def metric_problem(metric: str, cfg: Any) -> str:
         allowed = (*taps, "gap")
     if parsed.tap not in allowed:
         return f"unknown tap {parsed.tap!r} in {metric!r} (this config has: {', '.join(allowed)})"
+    return ""
+
+
+def _diagnostic_problem(metric: str, cfg: Any) -> str:
+    """Representation diagnostics: on when probe.diagnostics, per epoch (online_...) only with
+    the online subset; on every head tap, and no gap (they are not accuracies)."""
+    if not isinstance(cfg, TrialConfig):
+        return f"{metric!r} is never reported: diagnostics are measured by contrastive trials"
+    if not cfg.probe.diagnostics:
+        return f"{metric!r} is never reported: probe.diagnostics is false"
+    parsed = M.parse(metric)
+    assert parsed is not None  # is_diagnostic parsed it
+    if parsed.kind.startswith("online_") and cfg.probe.online_n == 0:
+        return f"{metric!r} is never reported: the online subset is off (probe.online_n: 0)"
+    taps = head_taps(cfg.model.head)
+    if taps and parsed.tap not in taps:
+        return f"unknown tap {parsed.tap!r} in {metric!r} (this config has: {', '.join(taps)})"
     return ""
 
 

@@ -18,7 +18,7 @@ from headsweep.configtree import resolve
 from headsweep.data import groups_of, targets_of
 from headsweep.groups import methods_of
 from headsweep.optim import build_optimizer
-from headsweep.record import GroupRow, ProbeRow, TrialRecord
+from headsweep.record import FewShotRow, GroupRow, ProbeRow, TrialRecord
 from trainables.common import (
     config_file,
     final_files,
@@ -64,6 +64,7 @@ def record_of(
         resources=dict(resources or {}),
         node_id=node,
         groups=[GroupRow.from_dict(row) for row in result.groups],
+        few_shot=[FewShotRow.from_dict(row) for row in result.few_shot],
     )
 
 
@@ -86,17 +87,18 @@ def check_metric(metric: str, cfg: TrialConfig) -> str:
     """ "" when a trial of `cfg` reports `metric`, else why not."""
     targets = targets_of(cfg.data)
     parsed = M.parse(metric)
-    if parsed is not None and parsed.kind in ("probe", "online", "linear") and parsed.tap:
+    if parsed is not None and parsed.kind in M.PROBE_KINDS and parsed.tap:
         if parsed.target not in targets:
             return f"unknown target {parsed.target!r} in {metric!r} (allowed: {', '.join(targets)})"
         return ""
-    if parsed is not None and parsed.kind == "train":
+    if parsed is not None and (parsed.kind == "train" or M.is_diagnostic(metric)):
         return ""
     if parsed is not None and parsed.kind in ("worst", "average"):
         return group_metric_problem(metric, parsed, cfg)
     return (
         f"{metric!r} is not a reported metric (use probe/<target>/pre|post|"
-        f"gap, online/<target>/pre|post|gap, worst/<target>/pre|post|gap/erm|dfr or "
+        f"gap, online/<target>/pre|post|gap, knn/<target>/pre|post|gap, worst/<target>/pre|"
+        f"post|gap/erm|dfr, rank|align|uniform/<tap> (online_rank/<tap>, ... per epoch) or "
         f"train/...; targets: {', '.join(targets)})"
     )
 
