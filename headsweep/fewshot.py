@@ -16,10 +16,12 @@ Subsets are seeded from the trial seed: subset s of every n comes from the s-th 
 generator, so it is nested in subset s of every larger n (the curve's points share examples,
 which makes it smoother than independent draws) and subset 0 is the training set of a main
 probe with `probe.few_shot = n`. Every tap sees the same subsets, so pre and post are paired.
+An n larger than a target's smallest class is left out of its curve with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -28,6 +30,8 @@ from torch import Tensor
 
 from headsweep.config import ProbeConfig
 from headsweep.probes import _standardize, few_shot_index, fit_sas_batch, ridge_accuracy
+
+log = logging.getLogger(__name__)
 
 CURVE_TAPS = ("pre", "post")
 # Singular values below this fraction of the largest span no direction of the row space.
@@ -80,7 +84,19 @@ def few_shot_curve(
     plan: dict[tuple[str, str, int, int], Tensor | None] = {}
     reused: dict[tuple[str, str, int, int], float] = {}
     for target in targets:
+        smallest = int(torch.unique(train_labels[target], return_counts=True)[1].min())
         for shots in cfg.few_shot_curve:
+            if shots > smallest:
+                # a point this training set cannot give (e.g. a --smoke run's 256 images):
+                # left out of the curve, rather than failing the trial's other measurements
+                log.warning(
+                    "probe.few_shot_curve: %d shots per class skipped for target %r (its "
+                    "smallest class has %d training examples)",
+                    shots,
+                    target,
+                    smallest,
+                )
+                continue
             draws: list[Tensor | None] = (
                 [None]
                 if shots == 0

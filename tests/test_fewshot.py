@@ -51,6 +51,16 @@ def test_more_shots_than_a_class_has_fails_naming_the_key():
         balanced_subsets(labels, 3, 2, seed=0)
 
 
+def test_a_curve_point_larger_than_a_class_is_skipped(caplog):
+    train, test, labels, test_labels, classes = curve_inputs()
+    probe = {"protocol": "ridge", "few_shot_curve": [2, 16], "few_shot_subsets": 2}
+    cfg = TrialConfig.from_dict({"probe": probe}).probe
+    rows = few_shot_curve(train, test, labels, test_labels, classes, cfg, seed=0)
+    # target a has 15 examples per class: no 16-shot point; target b (30 per class) has one
+    assert {(r.target, r.shots) for r in rows} == {("a", 2), ("b", 2), ("b", 16)}
+    assert "16 shots per class skipped for target 'a'" in caplog.text
+
+
 def curve_inputs():
     g = torch.Generator().manual_seed(3)
     train = {"pre": torch.randn(60, 6, generator=g), "post": torch.randn(60, 3, generator=g)}
