@@ -25,15 +25,12 @@ from headsweep.atomic import write_with
 from headsweep.backbones import build_backbone
 from headsweep.config import TrialConfig, ViewConfig
 from headsweep.data import Dataset, Split, load_dataset
-from headsweep.diagnostics import diagnose, view_taps
-from headsweep.fewshot import few_shot_curve
-from headsweep.groups import fit_group_probes
+from headsweep.frozen_eval import FrozenEvaluation
 from headsweep.heads import build_head
-from headsweep.knn import knn_metrics
 from headsweep.linear_eval import linear_eval
 from headsweep.losses import LOSSES, nt_xent
 from headsweep.optim import build_optimizer, build_scheduler
-from headsweep.probes import ProbeResult, extract, fit_probes, frozen, ridge_accuracy
+from headsweep.probes import extract, fit_probes, frozen, ridge_accuracy
 from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
 from headsweep.views import augment, clean_view, two_views
 
@@ -152,15 +149,9 @@ class _Trial:
         # The loss of a classifier on head outputs has no meaning on encoder features: its
         # lower-bound proxy falls back to InfoNCE.
         self.bound_loss = cfg.loss.name != "cross_entropy"
-        # What final_probes measures besides the probe rows: kNN accuracies and diagnostics
-        # (final metrics), few-shot curve rows, and the seconds each extra took.
-        self.final_metrics: dict[str, float] = {}
-        self.few_shot_rows: list[dict[str, Any]] = []
-        self.extra_seconds: dict[str, float] = {}
-        self.group_rows: list[dict[str, Any]] = []  # worst-group probes (data with groups)
-
-    def _timed(self, phase: str, start: float) -> None:
-        self.extra_seconds[phase] = self.extra_seconds.get(phase, 0.0) + time.perf_counter() - start
+        # What the frozen features show besides the probe rows (kNN, diagnostics, few-shot
+        # curve, worst-group accuracy) and the seconds each part took.
+        self.extras = FrozenEvaluation(cfg, data, device, max(self.batch_size, 256))
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -270,81 +261,8 @@ class _Trial:
                 out[M.online(target, "pre")] - out[M.online(target, "post")]
             )
         if self.cfg.probe.diagnostics:
-            out.update(self.diagnostics(test, f_test, online=True))
+            out.update(self.extras.diagnostics(self.model, self.encode, test, f_test, True))
         return out
-
-    def diagnostics(self, split: Split, clean: dict[str, Tensor], online: bool) -> dict[str, float]:
-        """Effective rank and uniformity of `clean` (the split's probe features, every tap),
-        alignment of two views of the split drawn by the trial's own view pipeline. The views'
-        generator is seeded afresh on every call: the same draws every epoch (the curve shows
-        the model changing, not the views), and the training generator is left untouched."""
-        start = time.perf_counter()
-        g = torch.Generator(self.device).manual_seed(self.cfg.train.seed)
-        with frozen(self.model):
-            view1, view2 = view_taps(
-                self.encode,
-                lambda a, b: two_views(
-                    split.take(torch.arange(a, b)), self.cfg.aug, self.cfg.data, g
-                ),
-                len(split),
-                max(self.batch_size, 256),
-            )
-        out = diagnose(clean, view1, view2, online)
-        self._timed("diagnostics_s", start)
-        return out
-
-    def frozen_extras(
-        self,
-        train_features: dict[str, Tensor],
-        test_features: dict[str, Tensor],
-        probes: list[ProbeResult],
-    ) -> None:
-        """kNN probes, exact diagnostics on the test split and the few-shot curve, on the
-        features the probes used; results in final_metrics and few_shot_rows."""
-        cfg, train, test = self.cfg.probe, self.data.train, self.data.test
-        classes = {t: self.data.classes[t] for t in cfg.targets or self.data.classes}
-        if cfg.diagnostics:
-            self.final_metrics.update(self.diagnostics(test, test_features, online=False))
-        if cfg.knn_k:
-            start = time.perf_counter()
-            self.final_metrics.update(
-                knn_metrics(train_features, test_features, train.labels, test.labels, classes, cfg)
-            )
-            self._timed("knn_s", start)
-        if cfg.few_shot_curve:
-            start = time.perf_counter()
-            rows = few_shot_curve(
-                train_features,
-                test_features,
-                train.labels,
-                test.labels,
-                classes,
-                cfg,
-                self.cfg.train.seed,
-                # the main probes were fitted on every example: they are the curve's n = 0
-                {(r.tap, r.target): r.accuracy for r in probes} if cfg.few_shot == 0 else None,
-            )
-            self.few_shot_rows = [row.to_dict() for row in rows]
-            self._timed("few_shot_s", start)
-
-    def group_probes(
-        self, train_features: dict[str, Tensor], test_features: dict[str, Tensor]
-    ) -> list[dict[str, Any]]:
-        """Average and worst-group accuracy (headsweep.groups) of every tap's probe when the
-        data has groups: one row per tap x target x method ([] without groups)."""
-        if not self.data.group_by:
-            return []
-        rows = fit_group_probes(
-            train_features,
-            test_features,
-            self.data.train.labels,
-            self.data.test.labels,
-            self.data.classes,
-            self.data.group_by,
-            self.cfg.probe,
-            self.cfg.train.seed,
-        )
-        return [row.to_dict() for row in rows]
 
     def final_probes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Frozen-feature probes on every tap and target, and (when probe.linear_eval.epochs
@@ -360,8 +278,7 @@ class _Trial:
             self.cfg.probe,
             self.cfg.train.seed,
         )
-        self.frozen_extras(train_features, test_features, results)
-        self.group_rows = self.group_probes(train_features, test_features)
+        self.extras.after_probes(self.model, self.encode, train_features, test_features, results)
         le = self.cfg.probe.linear_eval
         if le.epochs and self.data.kind == "image":
             # solo-learn's CIFAR linear views: resized crop + flip, no colour ops.
@@ -433,8 +350,7 @@ def pretrain(
     for row in linear:
         final[M.linear_eval(row["target"], row["tap"])] = row["accuracy"]
     probes += linear
-    final.update(trial.final_metrics)
-    final.update(group_metrics(trial.group_rows))
+    final.update(trial.extras.metrics)
     for target in data.classes:
         if M.probe(target, "pre") in final:
             final[M.probe(target, "gap")] = (
@@ -445,7 +361,7 @@ def pretrain(
         "train_s": t_train - t_data,
         "probe_s": t_probe - t_train,
         "total_s": t_probe - t0,
-        **trial.extra_seconds,  # parts of train_s (per-epoch diagnostics) and probe_s
+        **trial.extras.seconds,  # parts of train_s (per-epoch diagnostics) and probe_s
     }
     return TrialResult(
         cfg.to_dict(),
@@ -454,22 +370,6 @@ def pretrain(
         state.history,
         timings,
         str(device),
-        trial.few_shot_rows,
-        groups=trial.group_rows,
+        trial.extras.few_shot_rows,
+        groups=trial.extras.group_rows,
     )
-
-
-def group_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """worst/<target>/<tap>/<method> and average/<target>/<tap>/<method> of worst-group probe
-    rows, plus tap gap = pre - post where both were scored."""
-    out: dict[str, float] = {}
-    for row in rows:
-        out[M.worst_group(row["target"], row["tap"], row["method"])] = row["worst_group"]
-        out[M.group_average(row["target"], row["tap"], row["method"])] = row["average"]
-    for row in rows:
-        for name in (M.worst_group, M.group_average):
-            pre = out.get(name(row["target"], "pre", row["method"]))
-            post = out.get(name(row["target"], "post", row["method"]))
-            if pre is not None and post is not None:
-                out[name(row["target"], "gap", row["method"])] = pre - post
-    return out
