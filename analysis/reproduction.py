@@ -70,6 +70,14 @@ class Record:
         values["figures"] = tuple(values.get("figures", ()))
         return cls(**values)
 
+    def separate_control(self) -> Calibration | None:
+        """The control trained before the sweep, as a Calibration for the trend checks (they
+        use it only when the sweep's grid holds no control of its own); None if not trained."""
+        if not self.calibration:
+            return None
+        problems = () if self.calibration_ok else (f"separate control: {self.calibration}",)
+        return Calibration(self.calibration_ok, f"separate control: {self.calibration}", problems)
+
     def write(self, directory: Path) -> None:
         text = json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
         write_if_changed(directory / RECORD, text.encode())
@@ -90,10 +98,14 @@ class SweepResult:
 
 
 def judge_sweep(
-    experiment: str, probes: pd.DataFrame, trials: pd.DataFrame
+    experiment: str,
+    probes: pd.DataFrame,
+    trials: pd.DataFrame,
+    separate: Calibration | None = None,
 ) -> tuple[Calibration | None, list[Verdict]]:
-    """The calibration and trend verdicts exactly as `analysis.report.analyze` computes them."""
-    verdicts = check(experiment, probes, trials)
+    """The calibration and trend verdicts as `analysis.report.analyze` computes them, with the
+    control trained before the sweep (`separate`) standing in where the sweep has none."""
+    verdicts = check(experiment, probes, trials, separate)
     calibration = (
         calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
     )
@@ -111,7 +123,7 @@ def load_result(step: StepView, tables: Path) -> SweepResult:
     if not (directory / "probes.parquet").is_file():
         return SweepResult(step, stored=False, record=record)
     probes, trials = _read(directory / "probes.parquet"), _read(directory / "trials.parquet")
-    calibration, verdicts = judge_sweep(step.experiment, probes, trials)
+    calibration, verdicts = judge_sweep(step.experiment, probes, trials, record.separate_control())
     meta = pq.read_schema(directory / "probes.parquet").metadata or {}
     done = trials[trials["status"] == FINISHED] if "status" in trials else trials
     return SweepResult(

@@ -9,6 +9,7 @@ than three seeds, a judged accuracy at the ceiling, or a control that learned no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from analysis.verdicts import (
     HEAD,
     P_DROP,
     SMALL,
+    Calibration,
     Interval,
     Verdict,
     above,
@@ -61,11 +63,15 @@ def _untrained(wide: pd.DataFrame) -> pd.DataFrame:
     return wide[wide[EPOCHS] == 0] if EPOCHS in wide else wide.iloc[:0]
 
 
-def _calibration_guard(probes: pd.DataFrame) -> list[str]:
-    """Digit experiments need a control that learned the digit (§9)."""
+def _calibration_guard(probes: pd.DataFrame, separate: Calibration | None = None) -> list[str]:
+    """Digit experiments need a control that learned the digit (§9): the sweep's own control
+    (head none, p_drop 0) when it has one, else `separate`, the same control trained on its own
+    before the sweep (`headsweep calibrate`, as `headsweep reproduce` does for the sweeps whose
+    grid holds no control: weight decay, the bottleneck heads)."""
     if "digit" not in set(probes["target"]):
         return []
-    return calibrate(probes, ["digit"]).guard()
+    own = calibrate(probes, ["digit"])
+    return separate.guard() if own.ok is None and separate is not None else own.guard()
 
 
 def _by_seed(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -92,7 +98,9 @@ def _slopes(frame: pd.DataFrame, axis: str, value: str, log_x: bool = False) -> 
     return interval(slopes)
 
 
-def t6_gap_grows_with_drop_rate(probes: pd.DataFrame, head: str = "mlp") -> Verdict:
+def t6_gap_grows_with_drop_rate(
+    probes: pd.DataFrame, head: str = "mlp", calibration: Calibration | None = None
+) -> Verdict:
     """T6: at p_drop 0 the digit gap is small (|gap| <= 2 points or under a third of the
     largest gap); for every p_drop > 0 pre > post (gap interval above 0); the gap grows:
     gap(largest p) - gap(0) by a clear margin, and the per-seed slope of gap against p_drop
@@ -111,7 +119,7 @@ def t6_gap_grows_with_drop_rate(probes: pd.DataFrame, head: str = "mlp") -> Verd
     guards = [
         *seeds_guard(len(g) for g in gaps.values()),
         *ceiling_guard(means, ["pre", "post"], "digit probe"),
-        *_calibration_guard(probes),
+        *_calibration_guard(probes, calibration),
     ]
     gap0 = ivs[0.0].mean
     conditions = [
@@ -130,7 +138,9 @@ def t6_gap_grows_with_drop_rate(probes: pd.DataFrame, head: str = "mlp") -> Verd
     return judge("T6", conditions, evidence, guards)
 
 
-def t7_gap_shrinks_with_weight_decay(probes: pd.DataFrame, head: str = "mlp") -> Verdict:
+def t7_gap_shrinks_with_weight_decay(
+    probes: pd.DataFrame, head: str = "mlp", calibration: Calibration | None = None
+) -> Verdict:
     """T7: the digit gap shrinks as weight decay grows: the per-seed slope of the gap against
     log10(weight decay) (non-zero values) has its interval below 0. Inconclusive when there is
     no gap to shrink (the gap at the smallest decay is not above 0)."""
@@ -144,7 +154,7 @@ def t7_gap_shrinks_with_weight_decay(probes: pd.DataFrame, head: str = "mlp") ->
     guards = [
         *seeds_guard(len(g) for g in gaps.values()),
         *ceiling_guard(means, ["pre", "post"], "digit probe"),
-        *_calibration_guard(probes),
+        *_calibration_guard(probes, calibration),
     ]
     if decays and not above(ivs[decays[0]]):
         guards.append(f"no gap to shrink at weight decay {decays[0]:g}")
@@ -153,7 +163,7 @@ def t7_gap_shrinks_with_weight_decay(probes: pd.DataFrame, head: str = "mlp") ->
     return judge("T7", [("slope of gap per decade below 0", below(slope))], evidence, guards)
 
 
-def t8_reweighting(probes: pd.DataFrame) -> Verdict:
+def t8_reweighting(probes: pd.DataFrame, calibration: Calibration | None = None) -> Verdict:
     """T8: kappa = 1 gives pre = post exactly (every trial); every kappa > 1 gives a mean
     digit gap >= 0 whose interval is not below 0; the best kappa's pre accuracy is not worse
     than the MLP head's by more than 3 points (paired interval). The untrained-encoder gap at
@@ -175,7 +185,7 @@ def t8_reweighting(probes: pd.DataFrame) -> Verdict:
     guards = [
         *seeds_guard([len(mlp), *(len(g) for g in gaps.values())]),
         *ceiling_guard(trained.groupby([HEAD, KAPPA])[["pre", "post"]].mean(), ["pre"], "digit"),
-        *_calibration_guard(probes),
+        *_calibration_guard(probes, calibration),
     ]
     if not kappas:
         guards.append("no kappa > 1 in the sweep")
@@ -198,7 +208,12 @@ def t8_reweighting(probes: pd.DataFrame) -> Verdict:
     return judge("T8", conditions, evidence, guards)
 
 
-def t9_fine_gap(probes: pd.DataFrame, target: str = "fine", head: str = "mlp") -> Verdict:
+def t9_fine_gap(
+    probes: pd.DataFrame,
+    target: str = "fine",
+    head: str = "mlp",
+    calibration: Calibration | None = None,
+) -> Verdict:
     """T9: the fine-label probe gap pre - post is a clear margin (>= 3 points, interval above
     0) for every loss, with the given head; the untrained-encoder gap is reported beside it."""
     wide = _paired(probes, target)
@@ -214,7 +229,7 @@ def t9_fine_gap(probes: pd.DataFrame, target: str = "fine", head: str = "mlp") -
     guards = [
         *seeds_guard(iv.n for iv in ivs.values()),
         *(ceiling_guard(by_loss, ["pre"], target) if losses else ["no trials"]),
-        *_calibration_guard(probes),
+        *_calibration_guard(probes, calibration),
     ]
     conditions = [(f"{loss} gap by a clear margin", clear_margin(iv)) for loss, iv in ivs.items()]
     evidence = f"{head}, {target}: " + "; ".join(f"{k}: gap {iv.text()}" for k, iv in ivs.items())
@@ -241,7 +256,9 @@ def _by_method(trials: pd.DataFrame, target: str) -> pd.DataFrame:
     return frame
 
 
-def t10_mi_regulariser(trials: pd.DataFrame, target: str, probes=None) -> Verdict:
+def t10_mi_regulariser(
+    trials: pd.DataFrame, target: str, probes=None, calibration: Calibration | None = None
+) -> Verdict:
     """T10: every lambda > 0 ends with a lower logged I2 than lambda = 0 (paired interval below
     0) and its pre accuracy is not worse than the baseline's by more than 3 points."""
     frame = _by_method(trials, target)
@@ -260,14 +277,16 @@ def t10_mi_regulariser(trials: pd.DataFrame, target: str, probes=None) -> Verdic
     guards = [
         *seeds_guard(counts),
         *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),
-        *(_calibration_guard(probes) if probes is not None else []),
+        *(_calibration_guard(probes, calibration) if probes is not None else []),
     ]
     if not parts:
         guards.append("no MI regulariser trials")
     return judge("T10", conditions, "; ".join(parts), guards)
 
 
-def t11_structural_bottlenecks(trials: pd.DataFrame, target: str, probes=None) -> Verdict:
+def t11_structural_bottlenecks(
+    trials: pd.DataFrame, target: str, probes=None, calibration: Calibration | None = None
+) -> Verdict:
     """T11: the discrete and top-k SAE heads reach the baseline's pre accuracy (not worse by
     more than 3 points), and their mean gain over the baseline is not below the MI
     regulariser's mean gain by more than 3 points (paired over seeds)."""
@@ -287,7 +306,7 @@ def t11_structural_bottlenecks(trials: pd.DataFrame, target: str, probes=None) -
     guards = [
         *seeds_guard([len(base), *(len(g) for g in gains.values())]),
         *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),
-        *(_calibration_guard(probes) if probes is not None else []),
+        *(_calibration_guard(probes, calibration) if probes is not None else []),
     ]
     if structural and mi:
         versus = interval(
@@ -302,7 +321,9 @@ def t11_structural_bottlenecks(trials: pd.DataFrame, target: str, probes=None) -
     return judge("T11", conditions, "; ".join(parts), guards)
 
 
-def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Verdict:
+def t12_encoder_beats_projector(
+    probes: pd.DataFrame, target: str, calibration: Calibration | None = None
+) -> Verdict:
     """T12: encoder (pre) features beat projector (post) features on the standard probe: the
     gap's interval lies above 0 for every head other than `none`."""
     wide = _trained(_paired(probes, target))
@@ -312,7 +333,7 @@ def t12_encoder_beats_projector(probes: pd.DataFrame, target: str) -> Verdict:
     guards = [
         *seeds_guard(iv.n for iv in ivs.values()),
         *ceiling_guard(wide.groupby(HEAD)[["pre", "post"]].mean(), ["pre", "post"], target),
-        *_calibration_guard(probes),
+        *_calibration_guard(probes, calibration),
     ]
     if not heads:
         guards.append("no head other than none")
@@ -328,11 +349,14 @@ def _varies(frame: pd.DataFrame, column: str) -> bool:
     return column in frame and frame[column].nunique() > 1
 
 
-def _digits(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Verdict]:
-    if _varies(probes, P_DROP):
-        return [t6_gap_grows_with_drop_rate(probes)]
-    if _varies(probes, WEIGHT_DECAY):
-        return [t7_gap_shrinks_with_weight_decay(probes)]
+def _digits(probes: pd.DataFrame, trials: pd.DataFrame, cal: Calibration | None) -> list[Verdict]:
+    # the axis the headed trials sweep: a control (head none, p_drop 0) beside a weight-decay
+    # grid at p_drop 0.6 does not make it a drop-rate sweep
+    headed = probes[probes[HEAD] != "none"] if HEAD in probes else probes
+    if _varies(headed, P_DROP):
+        return [t6_gap_grows_with_drop_rate(probes, calibration=cal)]
+    if _varies(headed, WEIGHT_DECAY):
+        return [t7_gap_shrinks_with_weight_decay(probes, calibration=cal)]
     return []  # the strength profile: reported as a table, no trend in §6
 
 
@@ -343,29 +367,49 @@ def main_target(probes: pd.DataFrame) -> str:
     return "object" if "object" in targets else sorted(targets)[0]
 
 
-def _bottleneck(probes: pd.DataFrame, trials: pd.DataFrame) -> list[Verdict]:
+def _bottleneck(
+    probes: pd.DataFrame, trials: pd.DataFrame, cal: Calibration | None
+) -> list[Verdict]:
     target = main_target(probes)
     return [
-        t10_mi_regulariser(trials, target, probes),
-        t11_structural_bottlenecks(trials, target, probes),
-        t12_encoder_beats_projector(probes, target),
+        t10_mi_regulariser(trials, target, probes, cal),
+        t11_structural_bottlenecks(trials, target, probes, cal),
+        t12_encoder_beats_projector(probes, target, cal),
     ]
 
 
-# Which checks apply to which experiment (the spec name a sweep ran).
-CHECKS = {
-    **SYNTHETIC_CHECKS,
-    "quickstart": lambda probes, trials: [t6_gap_grows_with_drop_rate(probes)],
+def _fine(probes: pd.DataFrame, trials: pd.DataFrame, cal: Calibration | None) -> list[Verdict]:
+    target = "fine" if "fine" in set(probes["target"]) else "object"
+    return [t9_fine_gap(probes, target, calibration=cal)]
+
+
+# Which checks apply to which experiment (the spec name a sweep ran): (probes, trials,
+# calibration) -> verdicts, where calibration is a separately trained control's, if any.
+Checks = Callable[[pd.DataFrame, pd.DataFrame, Calibration | None], list[Verdict]]
+
+
+def _without_calibration(checks: Callable[..., list[Verdict]]) -> Checks:
+    """A synthetic experiment's checks: no digit, so no calibration to pass on."""
+    return lambda probes, trials, cal: checks(probes, trials)
+
+
+CHECKS: dict[str, Checks] = {
+    **{name: _without_calibration(checks) for name, checks in SYNTHETIC_CHECKS.items()},
+    "quickstart": _digits,  # T6: the quickstart sweeps p_drop
     "xue_digits": _digits,
-    "xue_reweight": lambda probes, trials: [t8_reweighting(probes)],
-    "xue_coarse_fine": lambda probes, trials: [
-        t9_fine_gap(probes, "fine" if "fine" in set(probes["target"]) else "object")
-    ],
+    "xue_reweight": lambda probes, trials, cal: [t8_reweighting(probes, cal)],
+    "xue_coarse_fine": _fine,
     "ouyang_bottleneck": _bottleneck,
 }
 
 
-def check(experiment: str, probes: pd.DataFrame, trials: pd.DataFrame) -> list[Verdict]:
-    """The verdicts of every check that applies to a sweep of `experiment`."""
+def check(
+    experiment: str,
+    probes: pd.DataFrame,
+    trials: pd.DataFrame,
+    calibration: Calibration | None = None,
+) -> list[Verdict]:
+    """The verdicts of every check that applies to a sweep of `experiment`. `calibration`: the
+    control trained before the sweep, used when the sweep holds no control of its own."""
     checks = CHECKS.get(experiment)
-    return checks(probes, trials) if checks and not probes.empty else []
+    return checks(probes, trials, calibration) if checks and not probes.empty else []

@@ -397,3 +397,23 @@ def test_e5_without_its_trials_or_seeds_is_inconclusive():
     assert ceiling.outcome == INCONCLUSIVE and "feature 2 probe at ceiling (0.990" in ceiling.reason
     unknown = e5(near_one().drop(columns=[POST_ERROR]))
     assert unknown.outcome == INCONCLUSIVE and "cannot tell convergence" in unknown.reason
+
+
+def test_a_sweep_without_its_own_control_is_judged_on_the_control_trained_before_it():
+    """T7's and the bottleneck's grids hold no control (head none, p_drop 0): `headsweep
+    reproduce` trains it first, and its calibration stands in; none at all -> inconclusive."""
+    from analysis.verdicts import Calibration
+
+    grid = decays(lambda w: -0.02 * np.log10(w))
+    grid = grid[grid["model.head.name"] != "none"]
+    no_trials = pd.DataFrame()
+    alone = trends.check("xue_digits", grid, no_trials)[0]
+    assert alone.outcome == "inconclusive" and "no control trial" in alone.reason
+    passed = Calibration(True, "separate control: PASS (digit 0.7)")
+    assert trends.check("xue_digits", grid, no_trials, passed)[0].outcome == "held"
+    failed = Calibration(False, "separate control: FAIL", ("separate control: FAIL (digit 0.2)",))
+    verdict = trends.check("xue_digits", grid, no_trials, failed)[0]
+    assert verdict.outcome == "inconclusive" and "digit 0.2" in verdict.reason
+    # the sweep's own control wins over a separate one
+    own = trends.check("xue_digits", decays(lambda w: -0.02 * np.log10(w)), no_trials, failed)
+    assert own[0].outcome == "held"
