@@ -102,6 +102,35 @@ def test_train_py_itself_uses_channels_last_on_cuda(bench):
     )
 
 
+# --------------------------------------------------------------------------- frozen evaluation
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_trial_runs_every_frozen_evaluation_on_its_device(device):
+    """Diagnostics, kNN, the few-shot curve and worst-group probes (headsweep.frozen_eval)
+    on one real trial on spurious textures_v2 data, the features on `device`: every metric
+    finite, every row present (their values are tested against references on the CPU)."""
+    from headsweep.train import pretrain
+
+    cfg = merge(
+        TINY_BASE,
+        {
+            "data": {"name": "textures_v2", "n_train": 320, "n_test": 200, "spurious_rho": 0.9},
+            "model": {"backbone": "grid_cnn", "widths": [8, 8, 16, 16]},
+            "train": {"device": device, "epochs": 1},
+            "probe": {"few_shot_curve": [1, 2, 0], "few_shot_subsets": 2, "knn_k": 20},
+        },
+    )
+    result = pretrain(cfg)
+    metrics = result.metrics
+    for name in ("rank/pre", "uniform/post", "align/pre", "knn/digit/pre", "online_rank/post"):
+        assert math.isfinite(metrics.get(name, math.nan)), name
+    assert any(k.startswith("worst/digit/pre/") for k in metrics)
+    assert {row["shots"] for row in result.few_shot} >= {1, 2}
+    assert result.groups and all(0 <= row["worst_group"] <= 1 for row in result.groups)
+    assert result.device.startswith(device)
+
+
 # --------------------------------------------------------------------------- fractional GPU
 
 
