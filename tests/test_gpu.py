@@ -214,7 +214,8 @@ def test_quick_cpu_check_writes_json_with_every_section(bench, tmp_path, capsys)
             assert step[part]["pct_peak"] is None  # no peak for a CPU: not made up
             assert step[part]["pct_matmul"] > 0
     assert result["step_compiled"]["16"]["compile_backend"] == "eager"
-    assert set(result["trial"]["timings"]) == {"data_s", "train_s", "probe_s", "total_s"}
+    phases = {"data_s", "train_s", "probe_s", "total_s"}  # and parts of them (knn_s, ...)
+    assert phases <= set(result["trial"]["timings"])
     assert result["trial"]["device"] == "cpu"
 
 
