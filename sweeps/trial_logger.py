@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
-from headsweep.configtree import POINT, flatten, resolve
+from headsweep.configtree import POINT, VARIANT, flatten, resolve
 from headsweep.record import CONFIG_FILE, FILE
 from sweeps.names import tag_equals
 from sweeps.tracking import ERROR, MAX_TAG, PARENT, ROLE, SWEEP, TRIAL_ID, log_params
@@ -215,8 +215,14 @@ def setting_text(value: Any) -> str:
 
 
 def run_name(config: dict[str, Any], axes: tuple[str, ...] | list[str]) -> str:
-    """A trial by the settings its sweep varies: `head=mlp p_drop=0.5 seed=0`."""
-    return " ".join(f"{key.split('.')[-1]}={setting_text(axis_value(config, key))}" for key in axes)
+    """A trial by the settings its sweep varies: `head=mlp p_drop=0.5 seed=0`; a variant axis
+    by the keys it bundles (`head=none p_drop=0`, not `variant=head={'name': 'none'},...`)."""
+    parts = []
+    for key in axes:
+        value = axis_value(config, key)
+        items = value.items() if key == VARIANT and isinstance(value, dict) else [(key, value)]
+        parts += [f"{k.split('.')[-1]}={setting_text(v)}" for k, v in items]
+    return " ".join(parts)
 
 
 def trial_error_text(trial: Trial) -> str:

@@ -123,3 +123,5 @@ def test_child_runs_are_named_by_their_settings():
     assert run_name(config, axes) == "head=mlp p_drop=0.5 seed=0"
     variant = {POINT: {"optim": {"optim.name": "sgd", "optim.lr": 0.1}}}
     assert run_name(variant, ("optim",)) == "optim=name=sgd,lr=0.1"
+    bundled = {POINT: {"variant": {"model.head": {"name": "none"}, "aug.p_drop": 0.0}}}
+    assert run_name(bundled, ("variant",)) == "head=none p_drop=0"
