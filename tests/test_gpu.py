@@ -115,10 +115,10 @@ def test_a_trial_runs_every_frozen_evaluation_on_its_device(device):
     cfg = merge(
         TINY_BASE,
         {
-            "data": {"name": "textures_v2", "n_train": 320, "n_test": 200, "spurious_rho": 0.9},
+            "data": {"name": "textures_v2", "n_train": 256, "n_test": 100, "spurious_rho": 0.9},
             "model": {"backbone": "grid_cnn", "widths": [8, 8, 16, 16]},
             "train": {"device": device, "epochs": 1},
-            "probe": {"few_shot_curve": [1, 2, 0], "few_shot_subsets": 2, "knn_k": 20},
+            "probe": {"few_shot_curve": [1, 0], "few_shot_subsets": 1, "knn_k": 20, "steps": 10},
         },
     )
     result = pretrain(cfg)
@@ -126,7 +126,7 @@ def test_a_trial_runs_every_frozen_evaluation_on_its_device(device):
     for name in ("rank/pre", "uniform/post", "align/pre", "knn/digit/pre", "online_rank/post"):
         assert math.isfinite(metrics.get(name, math.nan)), name
     assert any(k.startswith("worst/digit/pre/") for k in metrics)
-    assert {row["shots"] for row in result.few_shot} >= {1, 2}
+    assert 1 in {row["shots"] for row in result.few_shot}
     assert result.groups and all(0 <= row["worst_group"] <= 1 for row in result.groups)
     assert result.device.startswith(device)
 
