@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from scipy import stats
 
 from analysis.parquet import to_table
 from analysis.trials import FINISHED, Trial
+from analysis.verdicts import interval
 
 DESCRIPTION = (
     "per setting x target x tap x shots (0 = all) over seeds and random subsets: n, seeds, "
@@ -59,19 +59,16 @@ def fewshot_frame(points: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
     rows = []
     for values, group in points.groupby(keys, dropna=False, sort=True):
         accuracy = group["accuracy"].to_numpy(dtype=float)
-        n = len(accuracy)
-        mean = float(accuracy.mean())
-        std = float(accuracy.std(ddof=1)) if n > 1 else math.nan
-        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        iv = interval(accuracy)  # the one 95% t-interval of the analysis
         rows.append(
             {
                 **dict(zip(keys, values, strict=True)),
-                "n": n,
+                "n": len(accuracy),
                 "seeds": int(group["seed"].nunique()),
-                "mean": mean,
-                "std": std,
-                "ci_low": mean - half,
-                "ci_high": mean + half,
+                "mean": iv.mean,
+                "std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else math.nan,
+                "ci_low": iv.low,
+                "ci_high": iv.high,
             }
         )
     return pd.DataFrame(rows, columns=columns)

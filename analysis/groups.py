@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from scipy import stats
 
 from analysis.parquet import to_table
 from analysis.trials import FINISHED, Trial
+from analysis.verdicts import interval
 
 DESCRIPTION = (
     "per setting x target x tap x method over seeds: n, mean/std/95% CI of the average and "
@@ -52,14 +52,11 @@ def group_rows(trials: list[Trial], settings: list[str]) -> list[dict[str, Any]]
 
 
 def _summary(values: pd.Series) -> dict[str, float | None]:
-    """mean, std (None for one seed) and a 95% t-interval (NaN for one seed)."""
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return {"mean": mean, "std": None, "ci_low": math.nan, "ci_high": math.nan}
-    std = float(values.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    """mean, std (None for one seed) and the 95% t-interval of `analysis.verdicts.interval`
+    (NaN for one seed)."""
+    iv = interval(values)
+    std = float(values.std(ddof=1)) if iv.n > 1 else None
+    return {"mean": iv.mean, "std": std, "ci_low": iv.low, "ci_high": iv.high}
 
 
 def groups_frame(rows: list[dict[str, Any]], settings: list[str]) -> list[dict[str, Any]]:
