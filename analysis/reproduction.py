@@ -267,8 +267,10 @@ def render_block(
     results: Sequence[SweepResult],
     command: str,
     not_planned: Sequence[tuple[str, str]] = (),
+    gpu_table: Sequence[str] = (),
 ) -> str:
-    """The block between the markers (markers excluded), ending with a newline."""
+    """The block between the markers (markers excluded), ending with a newline. `gpu_table`:
+    the GPU-scale cost estimate's lines (`sweeps.gpu_cost.table`), shown last."""
     lines = [
         "## Reproduction at CPU scale (generated)",
         "",
@@ -302,6 +304,8 @@ def render_block(
     if not_planned:
         lines += ["", "Not planned:"]
         lines += [f"- `{name}`: {reason}" for name, reason in not_planned]
+    if gpu_table:
+        lines += ["", "### GPU scale: the papers' recipes (estimated, not run)", "", *gpu_table]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from analysis.reproduction import Record, load_result, render_block, write_report
 from analysis.trends import main_target
 from headsweep.atomic import write_if_changed
+from sweeps import gpu_cost
 from sweeps.locations import Locations, SweepError
 from sweeps.reproduce_plan import Built, hours, views
 from sweeps.status import find_parent, state_of
@@ -196,7 +197,7 @@ def write_block(
     built: Sequence[Built], skipped: Sequence[tuple[str, str]], loc: Locations, report: Path
 ) -> bool:
     results = [load_result(view, loc.root / "tables") for view in views(built)]
-    block = render_block(results, "headsweep reproduce --profile cpu", skipped)
+    block = render_block(results, "headsweep reproduce --profile cpu", skipped, gpu_cost.table())
     return write_report(report, block)
 
 

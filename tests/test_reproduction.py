@@ -31,6 +31,7 @@ from analysis.reproduction import (
     splice,
     write_report,
 )
+from sweeps import gpu_cost
 from sweeps.cli import main
 from sweeps.locations import Locations, SweepError
 from sweeps.overrides import SpecError
@@ -48,7 +49,7 @@ def default_plan():
 def _block(default_plan) -> str:
     built, skipped = default_plan
     results = [load_result(view, FIXTURE) for view in views(built)]
-    return render_block(results, "headsweep reproduce --profile cpu", skipped)
+    return render_block(results, "headsweep reproduce --profile cpu", skipped, gpu_cost.table())
 
 
 # --------------------------------------------------------------------------- the report
