@@ -269,6 +269,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise SpecError(f"--seeds {args.seeds}: need at least 1")
     everything, skipped = plan(None, args.seeds, Path.cwd())
     steps = [b for b in everything if only is None or set(b.step.trends) & only]
+    if args.no_anchors:
+        steps = [b for b in steps if not b.step.anchor_of]
     if args.dry_run:
         from sweeps.reproduce import print_plan
 

@@ -157,6 +157,11 @@ def parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) -> Parse
     )
     p.add_argument("--only", metavar="TRENDS", help="only the steps judging these, e.g. T6,T8")
     p.add_argument(
+        "--no-anchors",
+        action="store_true",
+        help="skip the anchor runs (4x epochs, 1 seed): the short verdicts only",
+    )
+    p.add_argument(
         "--seeds",
         type=int,
         metavar="N",

@@ -182,6 +182,16 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert "nothing written" in out
 
 
+def test_no_anchors_leaves_out_the_long_runs(tmp_path, capsys):
+    root, report = tmp_path / "root", tmp_path / "R.md"
+    argv = ["reproduce", "--dry-run", "--only", "T6", "--root", str(root), "--report", str(report)]
+    assert main(argv) == 0
+    assert "xue_digits_cpu_anchor" in capsys.readouterr().out
+    assert main([*argv, "--no-anchors"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] xue_digits_cpu (T6)" in out and "xue_digits_cpu_anchor" not in out
+
+
 @pytest.mark.parametrize("argv", [["--only", "T0"], ["--seeds", "0"], ["--profile", "gpu"]])
 def test_bad_options_exit_2_naming_them(argv, capsys):
     try:
