@@ -1,0 +1,79 @@
+"""benchmarks/step_cpu.py (issue 12, acceptance point 3): its --quick run checks the logic of
+the step-vs-matmul-ceiling benchmark at tiny sizes; the measurement itself is a manual run."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """benchmarks.step_cpu (benchmarks/ is a directory of the repository, not a package)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("benchmarks.step_cpu")
+
+
+def test_quick_run_writes_json_and_percentages_are_achieved_over_the_ceiling(
+    bench, tmp_path, capsys
+):
+    out = tmp_path / "step.json"
+    # One thread: tiny ops on a busy 2-core machine are thread hand-offs (see benchmarks/gpu.py).
+    code = bench.main(["--quick", "--models", "grid_cnn", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    assert code == 0 and not bench.has_error(result), json.dumps(result, indent=1)
+    assert result["quick"] and result["warning"].startswith("not a measurement")
+    assert result["machine"]["torch_threads"] == 1
+
+    mm = result["matmul"]
+    best = max(mm["sizes"].values(), key=lambda r: r["gflops_per_s"])
+    assert mm["ceiling_gflops_per_s"] == best["gflops_per_s"] > 0 and mm["ceiling_n"] == best["n"]
+    for n, row in mm["sizes"].items():
+        assert row["gflops_per_s"] == pytest.approx(2 * int(n) ** 3 / row["median_s"] / 1e9)
+    ceiling = mm["ceiling_gflops_per_s"]
+
+    (batch, row), *_ = result["step"]["grid_cnn"].items()
+    assert row["views_per_step"] == 2 * int(batch) == 64
+    assert row["gflop_per_step"] > 0
+    assert sum(row["flops_by_op"].values()) == pytest.approx(row["gflop_per_step"])
+    # The quickstart's own config, channels_last as train.memory_format auto decides.
+    assert "textures_v2, sas_digits, grid_cnn widths [32, 64, 128, 128]" in row["recipe"]
+    assert "head mlp (preset sas), nt_xent, adam" in row["recipe"] and "-> fp32" in row["recipe"]
+    assert f"memory_format auto -> channels_last {row['channels_last']}" in row["recipe"]
+    for part in ("model", "fwd_bwd", "epoch"):
+        r = row[part]
+        seconds = r["step_s"] if part == "epoch" else r["median_s"]
+        assert r["gflops_per_s"] == pytest.approx(row["gflop_per_step"] / seconds)
+        assert r["pct_matmul"] == pytest.approx(100 * r["gflops_per_s"] / ceiling)
+        assert r["images_per_s"] > 0 and "others_cpu" in r and "load_avg_1m" in r
+    mf = row["memory_format"]
+    for layout in ("channels_last", "contiguous"):
+        assert mf[layout]["pct_matmul"] == pytest.approx(100 * mf[layout]["gflops_per_s"] / ceiling)
+    ratio = mf["channels_last"]["images_per_s"] / mf["contiguous"]["images_per_s"]
+    assert mf["channels_last_speedup"] == pytest.approx(ratio)
+    assert mf["auto_picks"] == ("channels_last" if row["channels_last"] else "contiguous")
+
+    # Batch 512 was not run: the acceptance rows say so rather than judging the tiny batch.
+    targets = {a["model"]: a for a in result["acceptance"]}
+    assert targets["grid_cnn"]["target_pct"] == 55 and targets["resnet18"]["target_pct"] == 85
+    assert all(a["pct_matmul"] is None and a["met"] is None for a in targets.values())
+
+
+def test_acceptance_judges_the_model_part_at_batch_512(bench):
+    step = {"grid_cnn": {"512": {"model": {"pct_matmul": 60.0}}, "256": {}}}
+    step["resnet18"] = {"512": {"model": {"pct_matmul": 80.0}}}
+    rows = {a["model"]: a for a in bench.acceptance(step)}
+    assert rows["grid_cnn"]["met"] is True and rows["resnet18"]["met"] is False
+    rows = {a["model"]: a for a in bench.acceptance({"grid_cnn": {"512": {"error": "x"}}})}
+    assert rows["grid_cnn"]["met"] is None
+
+
+def test_unknown_model_is_refused(bench):
+    with pytest.raises(SystemExit, match="unknown"):
+        bench.main(["--quick", "--models", "vgg"])
