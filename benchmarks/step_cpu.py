@@ -221,7 +221,7 @@ def recipe(cfg: TrialConfig, trial: _Trial) -> str:
         f"(preset {head.preset}), {cfg.loss.name}, {cfg.optim.name}, precision "
         f"{cfg.train.precision} -> {precision}, forward {cfg.train.forward}, memory_format "
         f"{cfg.train.memory_format} -> channels_last {trial.channels_last}, metrics_every "
-        f"{cfg.train.metrics_every}"
+        f"{getattr(cfg.train, 'metrics_every', 1)}"  # 1: a tree without train.metrics_every
     )
 
 
