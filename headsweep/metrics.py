@@ -118,6 +118,7 @@ def kind_of(name: str) -> str:
 EPOCH = "epoch"
 LOSS = "train/loss"  # pretraining objective, without the regulariser
 TOTAL_LOSS = "train/total_loss"  # objective + mi_lambda * I_alpha
+# I_2 and its bounds: epoch means over steps 0, k, 2k, ... (k = train.metrics_every).
 MI = "train/mi"  # I_2 between encoder and head features [O]
 MI_LOWER = "train/mi_lower"  # -(the method's loss on encoder features) - I_2 [O]
 MI_UPPER = "train/mi_upper"  # H_2(K_encoder) - I_2 [O]

@@ -4,6 +4,11 @@ config -> dataset on the device (uint8, once) -> two views per step by batched t
 backbone -> head taps -> loss (+ mi_lambda * I_alpha) -> per-epoch metrics (loss, I₂ and its
 bounds, a cheap ridge probe, throughput) -> at the end, frozen-feature probes on every tap and
 target. The Ray trainable adds reporting and checkpoints around it via `on_epoch`.
+
+An epoch's train/loss and train/total_loss are means over all its steps; train/mi,
+train/mi_lower and train/mi_upper are means over its steps 0, k, 2k, ... with
+k = train.metrics_every (a systematic sample of the same per-step quantity; k = 1: every step),
+since on every step they cost 3-4% of a quickstart epoch (BENCHMARKS.md, Per-step metrics).
 """
 
 from __future__ import annotations
@@ -174,7 +179,9 @@ class _Trial:
         objective = LOSSES[cfg.loss.name]
         model.train()
         order = torch.randperm(len(self.data.train), generator=state.generator, device=self.device)
-        sums = torch.zeros(5, device=self.device)  # loss, total, mi, mi_lower, mi_upper
+        every = cfg.train.metrics_every
+        sums = torch.zeros(2, device=self.device)  # loss, total: every step
+        mi_sums = torch.zeros(3, device=self.device)  # mi, mi_lower, mi_upper: every k-th step
         start = time.perf_counter()
         for step in range(self.steps_per_epoch):
             batch = self.data.train.take(
@@ -196,6 +203,9 @@ class _Trial:
             total.backward()
             state.optimizer.step()
             state.scheduler.step()
+            sums += torch.stack([loss.detach(), total.detach()])
+            if step % every:  # the metrics' sample: steps 0, k, 2k, ...
+                continue
             with torch.no_grad():
                 h1, h2 = h.detach().chunk(2)
                 # [O]'s lower-bound proxy uses the method's own loss on encoder features.
@@ -206,10 +216,10 @@ class _Trial:
                 )
                 z1, z2 = z.detach().chunk(2)
                 mi = bottleneck_metrics(h1, h2, z1, z2, own)
-            sums += torch.stack(
-                [loss.detach(), total.detach(), mi["mi"], mi["mi_lower"], mi["mi_upper"]]
-            )
-        means = (sums / self.steps_per_epoch).tolist()  # the epoch's single device sync
+            mi_sums += torch.stack([mi["mi"], mi["mi_lower"], mi["mi_upper"]])
+        sampled = -(-self.steps_per_epoch // every)  # steps 0, k, 2k, ... < steps_per_epoch
+        # The epoch's single device sync.
+        means = torch.cat([sums / self.steps_per_epoch, mi_sums / sampled]).tolist()
         seconds = time.perf_counter() - start
         if not all(math.isfinite(v) for v in means[:2]):
             raise FloatingPointError(

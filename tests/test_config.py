@@ -29,6 +29,7 @@ def test_defaults_round_trip():
         ({"train": {"flag": True}}, "train.flag"),
         ({"model": "resnet"}, "model"),
         ({"train": {"batch_size": True}}, "train.batch_size"),
+        ({"train": {"metrics_every": 0}}, "train.metrics_every"),
     ],
 )
 def test_bad_values_name_the_key(raw, key):

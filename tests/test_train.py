@@ -244,3 +244,71 @@ def test_channels_last_on_the_cpu_by_default_and_same_features_as_contiguous():
     with torch.no_grad():
         for tap, value in fast.encode(x).items():
             torch.testing.assert_close(value, plain.encode(x)[tap], atol=1e-5, rtol=1e-4)
+
+
+def recorded_metric_steps(every: int, monkeypatch) -> tuple[_Trial, list[dict], list[dict]]:
+    """Two epochs of a tiny vector-data trial (8 steps each) with train.metrics_every = every:
+    the epoch metrics and, per call of bottleneck_metrics, the step of the epoch and its
+    values. One thread: two spin on a loaded machine for a model this small."""
+    import headsweep.train as train_module
+
+    cfg = TrialConfig.from_dict(
+        {
+            "data": {"name": "synthetic", "n_train": 128, "n_test": 64},
+            "model": {"backbone": "mlp", "widths": [32, 16], "head": {"hidden": 32, "out": 16}},
+            "train": {"batch_size": 16, "metrics_every": every},
+            "probe": {"online_n": 0},
+        }
+    )
+    torch.manual_seed(0)
+    trial = _Trial(cfg, load_dataset(cfg.data), torch.device("cpu"))
+    calls: list[dict] = []
+    original = train_module.bottleneck_metrics
+
+    def record(*args):
+        out = original(*args)
+        done = trial.state.scheduler.last_epoch  # optimiser steps so far, this one included
+        step = (done - 1) % trial.steps_per_epoch
+        calls.append({"step": step, **{k: float(v) for k, v in out.items()}})
+        return out
+
+    monkeypatch.setattr(train_module, "bottleneck_metrics", record)
+    epochs, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(2):
+            epochs.append(trial.train_epoch())
+            trial.state.epoch += 1
+    finally:
+        torch.set_num_threads(threads)
+    return trial, epochs, calls
+
+
+def epoch_means(calls: list[dict], epoch: int, steps_per_epoch: int, k: int) -> dict[str, float]:
+    sampled = len(range(0, steps_per_epoch, k))
+    rows = calls[epoch * sampled : (epoch + 1) * sampled]
+    return {key: sum(r[key] for r in rows) / len(rows) for key in ("mi", "mi_lower", "mi_upper")}
+
+
+def test_metrics_every_step_is_the_mean_over_all_steps(monkeypatch):
+    trial, epochs, calls = recorded_metric_steps(1, monkeypatch)
+    assert trial.steps_per_epoch == 8
+    assert [c["step"] for c in calls] == list(range(8)) * 2
+    for epoch, metrics in enumerate(epochs):
+        want = epoch_means(calls, epoch, 8, 1)
+        for key, name in ((M.MI, "mi"), (M.MI_LOWER, "mi_lower"), (M.MI_UPPER, "mi_upper")):
+            assert metrics[key] == pytest.approx(want[name], rel=1e-6, abs=1e-6), key
+
+
+def test_metrics_every_k_averages_steps_0_k_2k_and_changes_no_loss(monkeypatch):
+    """k = 3 on 8 steps: the I₂ metrics are the mean over steps 0, 3, 6 of each epoch; the
+    losses stay means over every step and training is the same as with k = 1."""
+    _, every, _ = recorded_metric_steps(1, monkeypatch)
+    _, epochs, calls = recorded_metric_steps(3, monkeypatch)
+    assert [c["step"] for c in calls] == [0, 3, 6] * 2
+    for epoch, metrics in enumerate(epochs):
+        want = epoch_means(calls, epoch, 8, 3)
+        for key, name in ((M.MI, "mi"), (M.MI_LOWER, "mi_lower"), (M.MI_UPPER, "mi_upper")):
+            assert metrics[key] == pytest.approx(want[name], rel=1e-6, abs=1e-6), key
+        for key in (M.LOSS, M.TOTAL_LOSS, M.STEPS):
+            assert metrics[key] == every[epoch][key], key
