@@ -214,10 +214,13 @@ def analyze(
     experiment: str,
     seed_key: str,
     meta: Mapping[str, str],
+    separate: Calibration | None = None,
 ) -> Summary:
     """Tabulate, draw and judge one sweep (finished, running, or all failed) into `directory`:
     the four tables, the figures and summary.md. `experiment` picks the trend checks (the spec
-    name a sweep ran); `meta` goes into every table's metadata."""
+    name a sweep ran); `meta` goes into every table's metadata. `separate`: the calibration
+    control trained before the sweep (`headsweep reproduce` records it), which judges a sweep
+    whose grid holds no control of its own and is then the calibration shown."""
     tables = build_tables(sweep, trials, meta, seed_key)
     for table_name, table in tables.items():
         write_table(table, directory / f"{table_name}.parquet")
@@ -237,10 +240,12 @@ def analyze(
     )
     extra += fewshot_figures(tables["fewshot"].to_pandas(), settings, directory / "figures", sweep)
     extra += rank_figures(trials_frame, settings, directory / "figures", sweep)
-    verdicts = check(experiment, probes, trials_frame)
+    verdicts = check(experiment, probes, trials_frame, separate)
     calibration = (
         calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
     )
+    if separate is not None and (calibration is None or calibration.ok is None):
+        calibration = separate
     summary = Summary(
         sweep,
         directory,

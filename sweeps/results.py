@@ -22,6 +22,7 @@ from mlflow.entities import Run
 
 from analysis.html_report import REPORT_HTML, write_report
 from analysis.report import GAPS_CSV, TABLES, Summary, analyze, compare_text, headline
+from analysis.reproduction import Record
 from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, Trial
 from headsweep import metrics as M
 from headsweep.record import FILE, RecordError, TrialRecord
@@ -164,6 +165,7 @@ def analyze_sweep(name: str, loc: Locations, log_to_mlflow: bool = True) -> Summ
         experiment=tracker.client.get_experiment(parent.info.experiment_id).name,
         seed_key=info.seed_key,
         meta=meta,
+        separate=Record.read(loc.tables(name)).separate_control(),
     )
     write_report(summary)
     if log_to_mlflow:

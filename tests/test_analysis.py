@@ -257,3 +257,24 @@ def test_running_trials_keep_their_reported_history(tmp_path):
     assert history["train/loss"].tolist() == [2.0, 1.0]
     assert M.RESUMED_FROM not in history  # a report key, not a metric
     assert tables["probes"].num_rows == 0
+
+
+def test_the_control_trained_before_a_sweep_without_one_is_its_calibration(trials, tmp_path):
+    """`headsweep analyze` judges as the reproduction report does: a grid with no control
+    (T7's weight decay, the bottleneck heads) gets the separate control's calibration, which
+    also reaches the trend checks; a sweep's own control wins."""
+    from analysis.verdicts import Calibration
+
+    separate = Calibration(True, "separate control: PASS (digit 0.680)")
+    headed = [t for t in trials if t.config["model.head.name"] == "mlp"]
+    summary = analyze(
+        "heads", headed, tmp_path / "a", experiment="heads", seed_key="train.seed", meta=META,
+        separate=separate,
+    )  # fmt: skip
+    assert summary.calibration is separate
+    assert "separate control: PASS" in (tmp_path / "a" / "summary.md").read_text()
+    own = analyze(
+        "heads", trials, tmp_path / "b", experiment="heads", seed_key="train.seed", meta=META,
+        separate=separate,
+    )  # fmt: skip
+    assert own.calibration is not separate and own.calibration.ok is not None
