@@ -277,4 +277,5 @@ def test_the_control_trained_before_a_sweep_without_one_is_its_calibration(trial
         "heads", trials, tmp_path / "b", experiment="heads", seed_key="train.seed", meta=META,
         separate=separate,
     )  # fmt: skip
-    assert own.calibration is not separate and own.calibration.ok is not None
+    assert own.calibration is not None and own.calibration is not separate
+    assert own.calibration.ok is not None
