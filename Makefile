@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test typecheck lint slow bench bench-gpu clean reproduce
+.PHONY: demo test typecheck lint slow bench bench-sweep bench-gpu clean reproduce
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
+
+# Sweep efficiency (issue 12): the quickstart sweep against the same trials without Ray, 3 rounds
+# (~20 min on 2 idle cores; results in benchmarks/results/sweep.json). A smoke run:
+# make bench-sweep SWEEP_FLAGS=--quick (1-2 min).
+SWEEP_FLAGS ?=
+bench-sweep: $(STAMP)
+	$(BIN)/python -m benchmarks.sweep $(SWEEP_FLAGS)
 
 # GPU check (BENCHMARKS.md, "GPU check"): the CUDA tests (each skips, saying why, without CUDA),
 # then benchmarks/gpu.py's JSON. Without CUDA: make bench-gpu GPU_DEVICE=cpu GPU_FLAGS=--quick.

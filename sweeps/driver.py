@@ -1,5 +1,6 @@
-"""The life of a sweep: check everything, take the sweep's lock, start Ray, open the MLflow
-parent run, run the Tuner, record the outcome; resume an interrupted sweep. How a driver ends
+"""The life of a sweep: check everything, take the sweep's lock, start Ray (MLflow's store
+opens on a thread meanwhile), open the MLflow parent run, run the Tuner, record the outcome and
+the phase times (`sweeps.phases`); resume an interrupted sweep. How a driver ends
 (exceptions, signals, heartbeats) is `sweeps.lifecycle`; one driver per sweep is `sweeps.lock`.
 Reading a sweep back (status, list, analyze, compare) is `sweeps.results`; where things live is
 `sweeps.locations`.
@@ -10,13 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 import yaml
-from mlflow.entities import Run
+from mlflow.entities import Run, RunTag
 from ray import tune
 
 from sweeps import cluster
@@ -32,6 +36,7 @@ from sweeps.lifecycle import (
 )
 from sweeps.locations import Locations, SweepError, check_tracking_uri, ray_job_id
 from sweeps.lock import SweepLock, command_line
+from sweeps.phases import SweepClock, process_start_time
 from sweeps.progress import Progress
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.tracking import Tracker
@@ -39,6 +44,7 @@ from sweeps.trial_logger import MLflowTrialLogger
 
 log = logging.getLogger(__name__)
 SNAPSHOT_PERIOD_S = 10  # Tune's own minimum in its 'auto' mode
+_state = {"ray_started": False, "sweeps": 0}  # this process: started Ray; sweeps driven
 
 
 def tune_environment() -> None:
@@ -89,6 +95,23 @@ def start_ray(address: str | None) -> None:
         ray.init(address=address, **common)
     else:
         ray.init(include_dashboard=False, object_store_memory=200 * 1024**2, **common)
+    _state["ray_started"] = True
+
+
+def stop_ray_in_background() -> threading.Thread | None:
+    """`ray.shutdown()` in a thread, when this process started Ray (or joined a cluster): for a
+    command about to exit (`headsweep run`, `resume`), whose analysis needs no Ray. Ray's own
+    exit hook would otherwise run after the analysis, stopping Ray's processes one after the
+    other (a second each, 1.4 s measured); here that wait overlaps the analysis. Join the thread
+    before exiting."""
+    if not _state["ray_started"] or not ray.is_initialized():
+        return None
+    _state["ray_started"] = False
+    from ray.dag import compiled_dag_node  # noqa: F401 - shutdown's import, on this thread
+
+    thread = threading.Thread(target=ray.shutdown, name="headsweep-ray-shutdown", daemon=True)
+    thread.start()
+    return thread
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -122,9 +145,11 @@ def _callbacks(
     experiment_id: str,
     parent_run_id: str,
     quiet: bool,
+    clock: SweepClock | None = None,
 ) -> list[tune.Callback]:
     # checkpoints are pruned by CheckpointPruner, not Tune's num_to_keep (see sweeps/checkpoints.py)
     callbacks: list[tune.Callback] = [
+        *([clock] if clock is not None else []),
         MLflowTrialLogger(
             tracker.uri,
             experiment_id,
@@ -153,6 +178,7 @@ def run(
     """Start a new sweep. Everything that can be checked is checked before Ray, MLflow or Tune
     write anything; from the parent run's creation on, however the driver ends, the parent run
     ends with it (`sweeps.lifecycle`)."""
+    run_start, since = time.time(), _process_start()
     tune_environment()
     check_fits(spec, nodes_for(address))
     check_tracking_uri(loc.tracking_uri)
@@ -166,13 +192,20 @@ def run(
     with lock.acquire(takeover=not has_experiment(path)):
         if has_experiment(path):
             raise SweepError(f"{path} already exists; pick another --name or remove it")
-        tracker = loc.tracker()  # creates the SQLite store on first use: only after the checks
-        if tracker.find_sweep(name) is not None:
-            raise SweepError(
-                f"a sweep named {name!r} already exists; continue it with "
-                f"`headsweep resume {name}` or pick another --name"
-            )
-        start_ray(address)
+        if _named_in_local_store(name, loc):  # before Ray starts (a read-only look)
+            raise _name_taken(name)
+        # MLflow's store (created and migrated on first use: seconds) and the name check on
+        # a thread while Ray starts here; the parent run only once both have succeeded.
+        with ThreadPoolExecutor(1, thread_name_prefix="headsweep-mlflow") as pool:
+            opening = pool.submit(_open_tracker, name, loc)
+            try:
+                start_ray(address)
+            except Exception:
+                problem = opening.exception()
+                if isinstance(problem, SweepError):  # the name, refused first as it always was
+                    raise problem from None
+                raise
+            tracker = opening.result()
         experiment_id = tracker.experiment_id(spec.name)
         tracker.mark_model_training(experiment_id)
         parent = tracker.start_parent(
@@ -211,6 +244,7 @@ def run(
             metric=spec.default_metric(),
             experiment_id=experiment_id,
         )
+        clock = SweepClock(spec.num_trials())
         with driving(tracker, outcome, lock):
             tuner = tune.Tuner(
                 T.trainable(spec),
@@ -220,12 +254,59 @@ def run(
                     name=name,
                     storage_path=loc.storage,
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    callbacks=_callbacks(spec, name, tracker, experiment_id, parent, quiet),
+                    callbacks=_callbacks(spec, name, tracker, experiment_id, parent, quiet, clock),
                     verbose=0,
                 ),
             )
             tuner.fit()
+            _record_timing(tracker, parent, clock.tags(run_start, time.time(), since))
     return outcome
+
+
+def _name_taken(name: str) -> SweepError:
+    return SweepError(
+        f"a sweep named {name!r} already exists; continue it with "
+        f"`headsweep resume {name}` or pick another --name"
+    )
+
+
+def _named_in_local_store(name: str, loc: Locations) -> bool:
+    """Whether a local SQLite store already holds sweep `name`, read without MLflow (ms): a
+    clash is refused before Ray starts. Servers and unreadable stores are left to MLflow's
+    client (`_open_tracker`), which decides either way."""
+    if loc.local_store is None:
+        return False
+    from sweeps.store import reader  # the standard library's sqlite3 only
+
+    try:
+        store = reader(loc)
+        return store is not None and bool(store.parents(name))
+    except SweepError:
+        return False
+
+
+def _open_tracker(name: str, loc: Locations) -> Tracker:
+    """The MLflow side that needs no Ray (run on a thread while Ray starts): the client, which
+    creates and migrates a new SQLite store, and the refusal of a name already taken."""
+    tracker = loc.tracker()  # creates the SQLite store on first use: only after the checks
+    if tracker.find_sweep(name) is not None:
+        raise _name_taken(name)
+    return tracker
+
+
+def _process_start() -> float | None:
+    """This process's start time for the first sweep it drives (`headsweep run`: its fixed
+    cost before the first trial counts from there); None for later ones (`reproduce`)."""
+    _state["sweeps"] += 1
+    return process_start_time() if _state["sweeps"] == 1 else None
+
+
+def _record_timing(tracker: Tracker, run_id: str, tags: dict[str, str]) -> None:
+    """The driver's phase times (`sweeps.phases`) on the parent run; never fails the sweep."""
+    try:
+        tracker.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    except Exception as exc:  # timings are a bonus; the sweep's own outcome is what matters
+        log.warning("could not record the sweep's timings: %s", exc)
 
 
 def stored_spec(tracker: Tracker, parent: Run) -> SweepSpec:
@@ -238,6 +319,7 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
     ones continue from their newest intact checkpoint, errored ones are retried from theirs.
     Refused while another driver runs the sweep; a dead driver's lock is taken over."""
     tune_environment()
+    _process_start()  # a sweep driven: a later `run` in this process is not the first
     check_tracking_uri(loc.tracking_uri)
     tracker = loc.tracker()
     parent = tracker.find_sweep(name)
