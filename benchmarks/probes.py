@@ -5,9 +5,10 @@ against scikit-learn's LogisticRegression(lbfgs), side by side on the same featu
     python -m benchmarks.probes --features F.pt  # reuse (or write) the features at F.pt
     python -m benchmarks.probes --rounds 1       # smoke run
 
-Features: a quickstart trial (digits_on_texture, small_cnn, mlp head, p_drop 0.5, 8 epochs at
-3,000 training / 1,000 test images), captured where `pretrain` calls `fit_probes`: taps pre
-(128-d), layer1 (512-d), post (128-d) x targets object (10 classes), coarse (5), digit (10).
+Features: a trial of sweeps/quickstart.yaml's base at p_drop 0.5 (today textures_v2, grid_cnn,
+mlp head, 8 epochs at 3,000 training / 1,000 test images), captured where `pretrain` calls
+`fit_probes`: taps pre (512-d), layer1 (512-d), post (128-d) x targets object (20 classes),
+coarse (5), digit (10). (Before the v2 instrument: digits_on_texture + small_cnn, pre 128-d.)
 The trial's own timings give the probes' share of a quickstart trial.
 
 Rows, each timed on the same 9 probes in the same process, interleaved over `--rounds` rounds
