@@ -273,7 +273,7 @@ def t10_mi_regulariser(
             (f"{method} lowers I₂", below(d_mi)),
             (f"{method} keeps {target} accuracy", not_worse(d_acc)),
         ]
-        parts.append(f"{method}: ΔI₂ {d_mi.text(1, '')}, Δ{target} pre {d_acc.text()}")
+        parts.append(f"{method}: ΔI₂ {d_mi.text(1, '', 3)}, Δ{target} pre {d_acc.text()}")
     guards = [
         *seeds_guard(counts),
         *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),

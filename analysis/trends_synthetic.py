@@ -91,13 +91,13 @@ def t1_t2_square_root_law(trials: pd.DataFrame, phi: list[float]) -> list[Verdic
             ("slope within 0.5 ± 0.05", slopes.low >= 0.45 and slopes.high <= 0.55),
             ("balanced layers", bool(len(balance)) and bool((balance < 0.1).all())),
         ],
-        f"slope {slopes.text(1, '')}, balancedness max {balance.max(initial=0):.3f}",
+        f"slope {slopes.text(1, '', 3)}, balancedness max {balance.max(initial=0):.3f}",
         guards,
     )
     t2 = judge(
         "T2",
         [("post spread above pre spread", above(spread))],
-        f"log spread post - pre {spread.text(1, '')}",
+        f"log spread post - pre {spread.text(1, '', 3)}",
         guards,
     )
     return [t1, t2]
@@ -125,7 +125,7 @@ def t3_drop_lowers_post_faster(
             ("pre factor below 1", below(interval(pre - 1))),
         ],
         f"feature {feature}, p 0 → {p:g}: post × {post.mean():.3f}, pre × {pre.mean():.3f}; "
-        f"post - pre {faster.text(1, '')}",
+        f"post - pre {faster.text(1, '', 3)}",
         seeds_guard([len(seeds)]),
     )
 

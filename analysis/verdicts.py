@@ -45,11 +45,14 @@ class Interval:
     high: float
     n: int
 
-    def text(self, scale: float = 100.0, unit: str = " pts") -> str:
+    def text(self, scale: float = 100.0, unit: str = " pts", digits: int = 1) -> str:
+        """`digits` decimals: one for accuracy points; unitless quantities such as a log-log
+        slope near 0.5 need three (at one, +0.5 [+0.5, +0.5] hides the interval)."""
+        f = f"+.{digits}f"
         if self.n < 2:
-            return f"{self.mean * scale:+.1f}{unit} (n={self.n})"
+            return f"{self.mean * scale:{f}}{unit} (n={self.n})"
         return (
-            f"{self.mean * scale:+.1f}{unit} [{self.low * scale:+.1f}, {self.high * scale:+.1f}]"
+            f"{self.mean * scale:{f}}{unit} [{self.low * scale:{f}}, {self.high * scale:{f}}]"
             f" (n={self.n})"
         )
 

@@ -190,8 +190,8 @@ CALIBRATED, UNCALIBRATED = probes(control()), probes(control(digit=0.3))
 # text in the reason). Every check has all three outcomes.
 Case = tuple[Callable[[], Verdict], str, str, str]
 CASES: dict[str, Case] = {
-    "T1-held": (lambda: t1(linear()), HELD, "slope +0.5", ""),
-    "T1-failed": (lambda: t1(linear(slope=0.7)), FAILED, "slope +0.7", "within 0.5"),
+    "T1-held": (lambda: t1(linear()), HELD, "slope +0.500", ""),
+    "T1-failed": (lambda: t1(linear(slope=0.7)), FAILED, "slope +0.700", "within 0.5"),
     "T1-inconclusive": (lambda: t1(linear(seeds=2)), INCONCLUSIVE, "(n=2)", "2 seed(s)"),
     "T2-held": (lambda: t2(linear()), HELD, "post - pre +1.6", ""),
     "T2-failed": (lambda: t2(linear(spread_pre=True)), FAILED, "post - pre -1.6", "spread"),
