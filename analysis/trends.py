@@ -14,14 +14,20 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from analysis.paired import (
+    by_seed,
+    paired,
+    paired_diff,
+    seed_slopes,
+    trained_rows,
+    untrained_rows,
+)
 from analysis.trends_synthetic import SYNTHETIC_CHECKS
 from analysis.verdicts import (
-    EPOCHS,
     HEAD,
     P_DROP,
     SMALL,
     Calibration,
-    Interval,
     Verdict,
     above,
     below,
@@ -39,30 +45,6 @@ KAPPA = "model.head.kappa"
 WEIGHT_DECAY = "optim.weight_decay"
 
 
-def _paired(probes: pd.DataFrame, target: str) -> pd.DataFrame:
-    """One row per trial: pre, post and gap for `target`."""
-    rows = probes[(probes["target"] == target) & probes["tap"].isin(["pre", "post"])]
-    keys = [
-        c
-        for c in rows.columns
-        if c not in ("tap", "tap_index", "is_pre", "is_post", "accuracy", "dim", "protocol")
-    ]
-    wide = rows.pivot_table(
-        index=keys, columns="tap", values="accuracy", aggfunc="first", dropna=False
-    ).reset_index()
-    wide = wide.dropna(subset=[c for c in ("pre", "post") if c in wide])
-    wide["gap"] = wide["pre"] - wide["post"]
-    return wide
-
-
-def _trained(wide: pd.DataFrame) -> pd.DataFrame:
-    return wide[wide[EPOCHS] > 0] if EPOCHS in wide else wide
-
-
-def _untrained(wide: pd.DataFrame) -> pd.DataFrame:
-    return wide[wide[EPOCHS] == 0] if EPOCHS in wide else wide.iloc[:0]
-
-
 def _calibration_guard(probes: pd.DataFrame, separate: Calibration | None = None) -> list[str]:
     """Digit experiments need a control that learned the digit (§9): the sweep's own control
     (head none, p_drop 0) when it has one, else `separate`, the same control trained on its own
@@ -74,30 +56,6 @@ def _calibration_guard(probes: pd.DataFrame, separate: Calibration | None = None
     return separate.guard() if own.ok is None and separate is not None else own.guard()
 
 
-def _by_seed(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame.groupby("seed")[column].mean()
-
-
-def _diff(a: pd.Series, b: pd.Series) -> Interval:
-    """Paired over the seeds both have."""
-    seeds = a.index.intersection(b.index)
-    return interval((a.loc[seeds] - b.loc[seeds]).to_numpy())
-
-
-def _slopes(frame: pd.DataFrame, axis: str, value: str, log_x: bool = False) -> Interval:
-    """Interval of the per-seed least-squares slope of `value` against `axis`."""
-    slopes = []
-    for _, group in frame.groupby("seed"):
-        x = group[axis].to_numpy(dtype=float)
-        y = group[value].to_numpy(dtype=float)
-        if log_x:
-            keep = x > 0
-            x, y = np.log10(x[keep]), y[keep]
-        if len(np.unique(x)) >= 2:
-            slopes.append(float(np.polyfit(x, y, 1)[0]))
-    return interval(slopes)
-
-
 def t6_gap_grows_with_drop_rate(
     probes: pd.DataFrame, head: str = "mlp", calibration: Calibration | None = None
 ) -> Verdict:
@@ -105,16 +63,16 @@ def t6_gap_grows_with_drop_rate(
     largest gap); for every p_drop > 0 pre > post (gap interval above 0); the gap grows:
     gap(largest p) - gap(0) by a clear margin, and the per-seed slope of gap against p_drop
     has its interval above 0."""
-    wide = _trained(_paired(probes, "digit"))
+    wide = trained_rows(paired(probes, "digit"))
     wide = wide[wide[HEAD] == head]
     if wide.empty or 0.0 not in set(wide[P_DROP]):
         return judge("T6", [], f"{head}: no trials at p_drop 0", ["p_drop 0 not in the sweep"])
     ps = sorted(set(wide[P_DROP]))
-    gaps = {p: _by_seed(wide[wide[P_DROP] == p], "gap") for p in ps}
+    gaps = {p: by_seed(wide[wide[P_DROP] == p], "gap") for p in ps}
     ivs = {p: interval(g.to_numpy()) for p, g in gaps.items()}
     largest = max((iv.mean for p, iv in ivs.items() if p > 0), default=math.nan)
-    growth = _diff(gaps[ps[-1]], gaps[0.0])
-    slope = _slopes(wide, P_DROP, "gap")
+    growth = paired_diff(gaps[ps[-1]], gaps[0.0])
+    slope = seed_slopes(wide, P_DROP, "gap")
     means = wide.groupby(P_DROP)[["pre", "post"]].mean()
     guards = [
         *seeds_guard(len(g) for g in gaps.values()),
@@ -144,12 +102,12 @@ def t7_gap_shrinks_with_weight_decay(
     """T7: the digit gap shrinks as weight decay grows: the per-seed slope of the gap against
     log10(weight decay) (non-zero values) has its interval below 0. Inconclusive when there is
     no gap to shrink (the gap at the smallest decay is not above 0)."""
-    wide = _trained(_paired(probes, "digit"))
+    wide = trained_rows(paired(probes, "digit"))
     wide = wide[wide[HEAD] == head]
     decays = sorted(set(wide[WEIGHT_DECAY])) if len(wide) else []
-    gaps = {w: _by_seed(wide[wide[WEIGHT_DECAY] == w], "gap") for w in decays}
+    gaps = {w: by_seed(wide[wide[WEIGHT_DECAY] == w], "gap") for w in decays}
     ivs = {w: interval(g.to_numpy()) for w, g in gaps.items()}
-    slope = _slopes(wide, WEIGHT_DECAY, "gap", log_x=True)
+    slope = seed_slopes(wide, WEIGHT_DECAY, "gap", log_x=True)
     means = wide.groupby(WEIGHT_DECAY)[["pre", "post"]].mean()
     guards = [
         *seeds_guard(len(g) for g in gaps.values()),
@@ -169,18 +127,18 @@ def t8_reweighting(probes: pd.DataFrame, calibration: Calibration | None = None)
     than the MLP head's by more than 3 points (paired interval). The untrained-encoder gap at
     each kappa (train.epochs = 0 trials) is reported beside the trained one: a fixed
     reweighting makes an L2 probe prefer pre even without training (§9)."""
-    wide = _paired(probes, "digit")
-    trained, untrained = _trained(wide), _untrained(wide)
+    wide = paired(probes, "digit")
+    trained, untrained = trained_rows(wide), untrained_rows(wide)
     reweight = trained[trained[HEAD] == "fixed_reweight"]
     identity = reweight[reweight[KAPPA] == 1.0]
     exact = bool(len(identity) and (identity["gap"].abs() < 1e-6).all())
     kappas = sorted(k for k in set(reweight[KAPPA]) if k > 1.0)
-    gaps = {k: _by_seed(reweight[reweight[KAPPA] == k], "gap") for k in kappas}
+    gaps = {k: by_seed(reweight[reweight[KAPPA] == k], "gap") for k in kappas}
     ivs = {k: interval(g.to_numpy()) for k, g in gaps.items()}
-    pre = {k: _by_seed(reweight[reweight[KAPPA] == k], "pre") for k in kappas}
-    mlp = _by_seed(trained[trained[HEAD] == "mlp"], "pre")
+    pre = {k: by_seed(reweight[reweight[KAPPA] == k], "pre") for k in kappas}
+    mlp = by_seed(trained[trained[HEAD] == "mlp"], "pre")
     best = max(kappas, key=lambda k: pre[k].mean()) if kappas else None
-    versus = _diff(pre[best], mlp) if best is not None else interval([])
+    versus = paired_diff(pre[best], mlp) if best is not None else interval([])
     control = untrained[untrained[HEAD] == "fixed_reweight"].groupby(KAPPA)["gap"].mean()
     guards = [
         *seeds_guard([len(mlp), *(len(g) for g in gaps.values())]),
@@ -216,12 +174,12 @@ def t9_fine_gap(
 ) -> Verdict:
     """T9: the fine-label probe gap pre - post is a clear margin (>= 3 points, interval above
     0) for every loss, with the given head; the untrained-encoder gap is reported beside it."""
-    wide = _paired(probes, target)
-    trained, untrained = _trained(wide), _untrained(wide)
+    wide = paired(probes, target)
+    trained, untrained = trained_rows(wide), untrained_rows(wide)
     trained = trained[trained[HEAD] == head]
     losses = sorted(set(trained["loss.name"])) if "loss.name" in trained else []
     ivs = {
-        loss: interval(_by_seed(trained[trained["loss.name"] == loss], "gap").to_numpy())
+        loss: interval(by_seed(trained[trained["loss.name"] == loss], "gap").to_numpy())
         for loss in losses
     }
     control = untrained[untrained[HEAD] == head]["gap"]
@@ -266,8 +224,8 @@ def t10_mi_regulariser(
     conditions, parts, counts = [], [], [len(base)]
     for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
         group = group.set_index("seed")
-        d_mi = _diff(group[M.MI], base[M.MI])
-        d_acc = _diff(group["pre"], base["pre"])
+        d_mi = paired_diff(group[M.MI], base[M.MI])
+        d_acc = paired_diff(group["pre"], base["pre"])
         counts.append(d_mi.n)
         conditions += [
             (f"{method} lowers I₂", below(d_mi)),
@@ -326,10 +284,10 @@ def t12_encoder_beats_projector(
 ) -> Verdict:
     """T12: encoder (pre) features beat projector (post) features on the standard probe: the
     gap's interval lies above 0 for every head other than `none`."""
-    wide = _trained(_paired(probes, target))
+    wide = trained_rows(paired(probes, target))
     wide = wide[wide[HEAD] != "none"]
     heads = sorted(set(wide[HEAD]))
-    ivs = {h: interval(_by_seed(wide[wide[HEAD] == h], "gap").to_numpy()) for h in heads}
+    ivs = {h: interval(by_seed(wide[wide[HEAD] == h], "gap").to_numpy()) for h in heads}
     guards = [
         *seeds_guard(iv.n for iv in ivs.values()),
         *ceiling_guard(wide.groupby(HEAD)[["pre", "post"]].mean(), ["pre", "post"], target),
