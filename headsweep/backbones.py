@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torchvision
 from torch import Tensor, nn
 
 from headsweep.config import ModelConfig
@@ -26,7 +25,12 @@ class Backbone(nn.Module):
 def resnet18(cfg: ModelConfig, in_channels: int) -> Backbone:
     """torchvision's ResNet-18 with the CIFAR stem: 3x3 conv, stride 1, no max-pool, no fc.
     Stem padding is a field: 1 is the common choice, [O]'s code uses 2."""
-    net = torchvision.models.resnet18(weights=None)
+    # Imported here: torchvision's package import pulls in torch._dynamo (~1 s on 2 cores),
+    # which every process importing the trainables (the driver, each trial) would otherwise pay
+    # even when no trial builds a ResNet.
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    net = torchvision_resnet18(weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=cfg.stem_padding, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()

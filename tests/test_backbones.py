@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -54,3 +58,17 @@ def test_small_cnn_sees_less_than_the_digit():
     trunk(x)[:, :, 2, 2].sum().backward()
     rows = (x.grad.abs().sum((0, 1, 3)) > 0).nonzero().squeeze(1)
     assert rows.max() - rows.min() + 1 == 15
+
+
+def test_the_trainables_load_torchvision_only_for_a_resnet():
+    """torchvision's import pulls in torch._dynamo (~1 s on 2 cores): the driver and every
+    trial process import the trainables, and only a ResNet trial needs it."""
+    code = (
+        "import sys, trainables.contrastive\n"
+        "assert 'torchvision' not in sys.modules, 'imported with the trainables'\n"
+        "from headsweep.backbones import build_backbone\n"
+        "from headsweep.config import ModelConfig\n"
+        "assert build_backbone(ModelConfig(backbone='resnet18'), 3).dim == 512\n"
+        "assert 'torchvision' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
