@@ -38,16 +38,17 @@ benchmarks/results/sweep.json (sweep-quick.json for --quick).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -155,32 +156,63 @@ def _busy_ticks() -> int | None:
     return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
 
 
-def _own_seconds() -> float:
-    """CPU seconds of this process and its waited-for children (and theirs)."""
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def _tree_ticks(pid: int) -> dict[int, int]:
+    """CPU clock ticks (user + system, all threads) of `pid` and every descendant, from /proc;
+    a process that exits while it is read is left out."""
+    out: dict[int, int] = {}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        out[pid] = sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:13])
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            for child in children.read_text().split():
+                out |= _tree_ticks(int(child))
+    return out
 
 
 class Load:
     """The load average and the share of the machine's CPU other processes used while a run
-    went (0: the machine was the run's; 0.5: one of two cores busy elsewhere); approximate:
-    processes a run leaves orphaned are counted as others'."""
+    went (0: the machine was the run's; 0.5: one of two cores busy elsewhere).
+
+    A run's own CPU is that of this process and all its descendants, sampled every
+    `period` s from /proc: a sweep's Ray processes (GCS, raylet, workers) are descendants of
+    its driver but are never waited for, so the children's rusage would leave them out and
+    count them as others' (81% in the first measurement). A process that exits between two
+    samples loses at most `period` s of its CPU to the others' share."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.period = period
+        self.start: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="load-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.last |= _tree_ticks(os.getpid())
+            if self._stop.wait(self.period):
+                return
 
     def __enter__(self) -> Load:
-        self.busy, self.own, self.t = _busy_ticks(), _own_seconds(), time.perf_counter()
+        self.busy, self.t = _busy_ticks(), time.perf_counter()
+        self.start = _tree_ticks(os.getpid())
         self.load_start = os.getloadavg()[0]
+        self._sampler.start()
         return self
 
+    def own_seconds(self) -> float:
+        ticks = sum(v - self.start.get(pid, 0) for pid, v in self.last.items())
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def __exit__(self, *_: object) -> None:
-        busy, own, t = _busy_ticks(), _own_seconds(), time.perf_counter()
+        self._stop.set()
+        self._sampler.join()
+        self.last |= _tree_ticks(os.getpid())
+        busy, t = _busy_ticks(), time.perf_counter()
         self.others: float | None = None
         if busy is not None and self.busy is not None and t > self.t:
             seconds = (busy - self.busy) / os.sysconf("SC_CLK_TCK")
             capacity = (t - self.t) * (os.cpu_count() or 1)
-            self.others = max(0.0, (seconds - (own - self.own)) / capacity)
+            self.others = max(0.0, (seconds - self.own_seconds()) / capacity)
 
     def record(self) -> dict[str, float | None]:
         return {"load_avg_1m": self.load_start, "others_cpu": self.others}

@@ -5,6 +5,7 @@ benchmark itself runs sweeps (`python -m benchmarks.sweep --quick` smoke-tests i
 
 import importlib
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,3 +90,18 @@ def test_both_runs_ran_the_same_trials(bench):
 def test_the_options_reach_headsweep_as_given(bench):
     assert bench.spec_options(True, ["train.epochs=2"]) == ["--smoke", "--set=train.epochs=2"]
     assert bench.spec_options(False, []) == []
+
+
+def test_the_cpu_of_descendants_never_waited_for_is_the_runs_own(bench):
+    """A sweep's Ray processes are its driver's descendants that nobody waits for: the run's
+    own CPU must count them (sampled from /proc), not leave them to the others' share."""
+    burn = "import time; t = time.process_time(); exec('while time.process_time() - t < 1.0: pass')"
+    child = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {burn!r}])\n"  # never waited for
+        "time.sleep(4)\n"
+    )
+    with bench.Load(period=0.2) as load:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    assert load.own_seconds() >= 0.9  # the grandchild's second of CPU, at least
+    assert load.others is not None
