@@ -290,9 +290,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         loc = Locations.make(args.root, args.tracking_uri, args.storage)  # nothing created
         print_plan(steps, skipped, loc)
         return EXIT_OK
-    from sweeps.reproduce import check_report, reproduce
+    from sweeps.reproduce import check_report, report_only, reproduce
 
     report = check_report(Path(args.report))
+    if args.report_only:  # reads the stored sweeps: creates no store
+        loc = Locations.make(args.root, args.tracking_uri, args.storage)
+        return report_only(everything, skipped, loc, report)
     return reproduce(steps, everything, skipped, _locations(args, write=True, driver=True), report)
 
 

@@ -176,6 +176,12 @@ def parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) -> Parse
         action="store_true",
         help="print the plan (steps, commands, trials, estimated time); start and write nothing",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report's block (and copy its figures) from the sweeps stored under "
+        "--root as they are; run nothing",
+    )
     where(p, storage=True)
     p = add("validate", commands["validate"], "check a Ray cluster launcher YAML offline")
     p.add_argument("cluster", help="e.g. cluster.yaml")

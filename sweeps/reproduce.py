@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis.reproduction import Record, load_result, render_block, write_report
+from analysis.reproduction import RECORD, Record, load_result, render_block, write_report
 from analysis.trends import main_target
 from headsweep.atomic import write_if_changed
 from sweeps import gpu_cost
@@ -231,6 +231,30 @@ def reproduce(
     return 0
 
 
+def report_only(
+    everything: Sequence[Built],
+    skipped: Sequence[tuple[str, str]],
+    loc: Locations,
+    report: Path,
+) -> int:
+    """The report's block from the sweeps as stored, running nothing (no Ray, no MLflow, no
+    calibration): the figures of every step `headsweep reproduce` has recorded are copied
+    beside `report`, whose block is rewritten only if it changed. For a report in another
+    folder than the run's (the repository's REPRODUCTION.md from a run's root) and for checking
+    that the stored sweeps regenerate the committed report byte for byte."""
+    for built in everything:
+        directory = loc.tables(built.step.name)
+        if not (directory / RECORD).is_file() or not (directory / "figures").is_dir():
+            continue  # not run by `reproduce` (the block says so), or tables without figures
+        record = Record.read(directory)
+        figures = copy_figures(built.step.name, loc, report.parent)
+        if figures != record.figures:
+            replace(record, figures=figures).write(directory)
+    changed = write_block(everything, skipped, loc, report)
+    print(f"{report}: {'rewritten' if changed else 'unchanged'} from {loc.root / 'tables'}")
+    return 0
+
+
 def check_report(path: Path) -> Path:
     """--report: a writable file path (its folder exists)."""
     if path.exists() and not path.is_file():
@@ -240,4 +264,4 @@ def check_report(path: Path) -> Path:
     return path
 
 
-__all__ = ["check_report", "print_plan", "reproduce"]
+__all__ = ["check_report", "print_plan", "report_only", "reproduce"]

@@ -269,3 +269,39 @@ def test_interrupted_step_stops_the_command_with_130(tmp_path, monkeypatch, defa
 def test_a_sweep_running_under_another_driver_is_refused():
     with pytest.raises(SweepError, match="running under another driver"):
         R.action("running")
+
+
+def test_report_only_writes_the_block_from_the_stored_sweeps_and_runs_nothing(
+    tmp_path, monkeypatch, capsys, default_plan
+):
+    """--report-only: the block the stored tables give, figures copied beside the report, and
+    nothing run, calibrated or created (no tracking store); a second time changes no byte."""
+    fake = FakeDriver({})  # any state lookup, run, resume, analysis or calibration fails it
+    fake.install(monkeypatch)
+    root = tmp_path / "runs"
+    for sweep in (p for p in FIXTURE.iterdir() if p.is_dir()):
+        shutil.copytree(sweep, root / "tables" / sweep.name)
+    figures = root / "tables" / "xue_digits_cpu" / "figures"
+    figures.mkdir()
+    (figures / "digit_vs_aug_p_drop.png").write_bytes(b"png")
+    (figures / "object_vs_aug_p_drop.png").write_bytes(b"png")  # not the judged target
+    report = tmp_path / "out" / "REPRODUCTION.md"
+    report.parent.mkdir()
+    report.write_text("# Reproduction report\n\nprose\n")
+    argv = ["reproduce", "--report-only", "--root", str(root), "--report", str(report)]
+    assert main(argv) == 0
+    assert "rewritten" in capsys.readouterr().out
+    assert fake.calls == [] and not (root / "mlflow.db").exists()
+    copied = report.parent / "docs/figures/reproduction/xue_digits_cpu"
+    assert sorted(p.name for p in copied.iterdir()) == ["digit_vs_aug_p_drop.png"]
+    record = R.Record.read(root / "tables" / "xue_digits_cpu")
+    assert record.figures == ("docs/figures/reproduction/xue_digits_cpu/digit_vs_aug_p_drop.png",)
+    built, skipped = default_plan
+    loc = Locations.make(root)
+    results = [load_result(view, loc.root / "tables") for view in views(built)]
+    block = render_block(results, "headsweep reproduce --profile cpu", skipped, gpu_cost.table())
+    assert report.read_text() == splice("# Reproduction report\n\nprose\n", block)
+    assert "digit_vs_aug_p_drop.png" in block
+    first = report.read_bytes()
+    assert main(argv) == 0
+    assert "unchanged" in capsys.readouterr().out and report.read_bytes() == first
