@@ -1,19 +1,19 @@
 """`headsweep reproduce`: the plan, its resume logic (driver functions replaced: no training),
-and the generated report block, pinned against a committed copy so the report cannot drift
-from the code.
+and the generated report block, pinned against the committed REPRODUCTION.md so the report
+cannot drift from the code.
 
-The fixture (tests/fixtures/reproduction/) holds real stored sweeps of the v2 CPU instrument,
-copied from /work/runs10 (REPRODUCTION.md, 2026-11-29): each sweep's probes.parquet as
-`headsweep analyze` wrote it, its trials.parquet cut to the columns the report reads, and the
-record `headsweep reproduce` writes for a finished sweep it skips (made by `run_step` on a copy
-of that root; the calibration lines are those `headsweep calibrate --profile cpu` printed for
-the same control at commit 7ef9643). After an intended change to the block, regenerate the
-committed copy with HEADSWEEP_UPDATE_FIXTURES=1 and read the diff.
+The fixture (tests/fixtures/reproduction/) holds the real stored sweeps of the reproduction
+behind REPRODUCTION.md (root /work/runs15, 2026-11-29/30), copied by
+tests/fixtures/reproduction/build.py: each sweep's probes.parquet and bounds.parquet as
+`headsweep analyze` wrote them, its trials.parquet cut to the columns the report reads, and the
+record `headsweep reproduce` wrote (calibration, seconds, figures). build.py refuses unless the
+cut renders the same block as the root. After an intended change to the block, run
+`headsweep reproduce --report-only --root <root>` and rebuild the fixture from the same root.
+tests/fixtures/one_seed/ holds a one-seed quickstart sweep standing in for an anchor.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,7 +38,8 @@ from sweeps.overrides import SpecError
 from sweeps.reproduce_plan import PLAN, parse_only, plan, views
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reproduction"
-COMMITTED = FIXTURE / "REPRODUCTION.md"
+ONE_SEED = Path(__file__).parent / "fixtures" / "one_seed"
+COMMITTED = Path(__file__).parents[1] / "REPRODUCTION.md"
 
 
 @pytest.fixture(scope="module")
@@ -55,22 +56,23 @@ def _block(default_plan) -> str:
 # --------------------------------------------------------------------------- the report
 
 
-def test_report_block_matches_the_committed_copy(default_plan):
+def test_the_committed_report_is_what_the_checks_compute_from_the_stored_sweeps(default_plan):
     expected = splice(COMMITTED.read_text(), _block(default_plan))
-    if os.environ.get("HEADSWEEP_UPDATE_FIXTURES"):
-        COMMITTED.write_text(expected)
     assert COMMITTED.read_text() == expected, (
-        "the report block computed from the fixture differs from tests/fixtures/reproduction/"
-        "REPRODUCTION.md: regenerate it with HEADSWEEP_UPDATE_FIXTURES=1 if the change is meant"
+        "the report block computed from the fixture differs from REPRODUCTION.md's: regenerate "
+        "both from the same root (`headsweep reproduce --report-only --root R`, then "
+        "tests/fixtures/reproduction/build.py R) if the change is meant"
     )
 
 
 def test_block_carries_the_stored_verdicts(default_plan):
     block = _block(default_plan)
-    assert "| T6 | `xue_digits_cpu` | **held** | mlp digit gap p=0: +7.7 pts [+5.1, +10.3]" in block
+    assert "| T6 | `xue_digits_cpu` | **held** | mlp digit gap p=0: +7.6 pts [+5.0, +10.2]" in block
     assert "| T8 | `xue_reweight_cpu` | **failed** |" in block
-    assert "| T9 | `xue_coarse_fine_cpu` | not run yet |" in block
-    assert "7ef9643" in block and "de581f6" in block  # the runs' revisions
+    assert "| E5 | `xue_synthetic_linear` | **failed** |" in block
+    assert "| T9 | `xue_coarse_fine_cpu` | **held** |" in block
+    assert "| `xue_digits_cpu_anchor` | calibration: FAIL (" in block  # calibrated, not yet run
+    assert "edf06a5" in block and "dda2df6" in block  # the runs' revisions
     assert "docs/figures/reproduction/xue_digits_cpu/digit_vs_aug_p_drop.png" in block
     assert "`xue_digits_strength_cpu`: sweeps/xue_digits.yaml has no `cpu_strength`" in block
 
@@ -109,7 +111,7 @@ def test_anchor_verdict_beside_the_short_run():
     inconclusive by the seed rule and shows beside the short run's."""
     short = StepView("xue_digits_cpu", "xue_digits", ("T6",), "xue_digits.yaml", "cmd a")
     long = StepView("quickstart_seed1", "quickstart", ("T6",), "q", "cmd b", "xue_digits_cpu")
-    results = [load_result(v, FIXTURE) for v in (short, long)]
+    results = [load_result(short, FIXTURE), load_result(long, ONE_SEED)]
     block = render_block(results, "headsweep reproduce")
     row = next(line for line in block.splitlines() if line.startswith("| T6 | `xue_digits_cpu`"))
     assert row.endswith("| 3 | **inconclusive** |")
