@@ -242,6 +242,12 @@ def report_only(
     beside `report`, whose block is rewritten only if it changed. For a report in another
     folder than the run's (the repository's REPRODUCTION.md from a run's root) and for checking
     that the stored sweeps regenerate the committed report byte for byte."""
+    if not any(loc.tables(b.step.name).is_dir() for b in everything):
+        # an empty root would rewrite the block as "not run yet" everywhere
+        raise SweepError(
+            f"no stored sweep of the plan under {loc.root / 'tables'}: nothing to report "
+            "(pass the --root the reproduction ran in)"
+        )
     for built in everything:
         directory = loc.tables(built.step.name)
         if not (directory / RECORD).is_file() or not (directory / "figures").is_dir():

@@ -307,3 +307,13 @@ def test_report_only_writes_the_block_from_the_stored_sweeps_and_runs_nothing(
     first = report.read_bytes()
     assert main(argv) == 0
     assert "unchanged" in capsys.readouterr().out and report.read_bytes() == first
+
+
+def test_report_only_refuses_a_root_without_stored_sweeps(tmp_path, capsys):
+    report = tmp_path / "REPRODUCTION.md"
+    report.write_text("# kept\n")
+    empty = tmp_path / "empty"
+    argv = ["reproduce", "--report-only", "--root", str(empty), "--report", str(report)]
+    assert main(argv) == 2
+    assert "no stored sweep of the plan" in capsys.readouterr().err
+    assert report.read_text() == "# kept\n" and not empty.exists()
