@@ -77,3 +77,21 @@ def test_acceptance_judges_the_model_part_at_batch_512(bench):
 def test_unknown_model_is_refused(bench):
     with pytest.raises(SystemExit, match="unknown"):
         bench.main(["--quick", "--models", "vgg"])
+
+
+def test_the_op_breakdown_splits_a_step_into_conv_forward_backward_and_the_rest(tmp_path, capsys):
+    """benchmarks/step_ops.py --quick: every part timed and counted, the shares add to 1."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    step_ops = importlib.import_module("benchmarks.step_ops")
+    out = tmp_path / "ops.json"
+    result = step_ops.main(["--quick", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == result == json.loads(capsys.readouterr().out)
+    for name, row in result["models"].items():
+        forward, backward = row["conv_forward"], row["conv_backward"]
+        assert forward["s_per_step"] > 0 and backward["s_per_step"] > 0, name
+        # backward of a convolution: input and weight gradients, twice the forward's FLOPs
+        # (the first layer's input needs no gradient, hence a little less)
+        assert 1.5 < backward["gflop_per_step"] / forward["gflop_per_step"] <= 2.0, name
+        shares = forward["share"] + backward["share"] + row["other"]["share"]
+        assert shares == pytest.approx(1.0), name
