@@ -67,6 +67,7 @@ import torchvision.transforms as T
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader, RandomSampler
 
+from benchmarks.proc import busy_ticks, tree_ticks
 from headsweep import train as train_module
 from headsweep.config import AugConfig, TrialConfig
 from headsweep.data import Dataset, Split, load_dataset
@@ -211,21 +212,6 @@ def windows(
     return out, others
 
 
-def _ticks(pid: int) -> int:
-    """CPU clock ticks (user + system) of one process, all its threads."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:13])
-
-
-def _tree(pid: int) -> list[int]:
-    """pid and its descendants (DataLoader workers), from /proc/<pid>/task/*/children."""
-    out = [pid]
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in children.read_text().split():
-            out += _tree(int(child))
-    return out
-
-
 class OthersCPU:
     """Share of the machine's CPU that other processes used during a `with` block (0 = the
     machine was ours, 0.5 = one of two cores busy elsewhere): the system's busy clock ticks
@@ -236,12 +222,8 @@ class OthersCPU:
     own_seconds: float | None = None  # CPU seconds of this process and its children
 
     def _snapshot(self) -> tuple[float, int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split()[1:9]]
-        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-        own = 0
-        for pid in _tree(os.getpid()):
-            with contextlib.suppress(OSError):  # a child may exit in between
-                own += _ticks(pid)
+        busy = busy_ticks()
+        own = sum(tree_ticks(os.getpid()).values())  # a child may exit in between: left out
         return time.perf_counter(), busy, own
 
     def __enter__(self) -> OthersCPU:

@@ -11,7 +11,7 @@ into the convolutions' forward (`aten::mkldnn_convolution`), their backward
 (`aten::convolution_backward`) and everything else (BatchNorm, ReLU, the residual adds, copies).
 FLOPs per part come from torch.utils.flop_counter.FlopCounterMode over the same step, so each
 convolution part has its own GFLOP/s, set against a fp32 `torch.mm` rate measured in the same
-run (n = 4096, as step_cpu.py's ceiling). Prints JSON; --out writes it too.
+run (`benchmarks.step_cpu.bench_matmul` at n = 4096 only). Prints JSON; --out writes it too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.step_cpu import Settings, bench_matmul
 from headsweep.backbones import build_backbone
 from headsweep.config import ModelConfig
 
@@ -37,16 +37,6 @@ MODELS = {
     "resnet18": ModelConfig(backbone="resnet18"),
     "grid_cnn": ModelConfig(backbone="grid_cnn", widths=(32, 64, 128, 128)),
 }
-
-
-def matmul_gflops(n: int, calls: int) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
-    torch.mm(a, b, out=c)
-    start = time.perf_counter()
-    for _ in range(calls):
-        torch.mm(a, b, out=c)
-    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
 
 
 def step(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -104,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    n, calls = (256, 2) if args.quick else (4096, 6)
+    # step_cpu.py's ceiling measurement at n = 4096 only: the median of 5 windows of ~0.5 s
+    matmul = Settings((256,), 256, 0.02, 2) if args.quick else Settings((4096,), 4096)
     plans = (
         {"resnet18": (2, 1), "grid_cnn": (8, 1)}
         if args.quick
@@ -115,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load_start = list(os.getloadavg())
-    ceiling = matmul_gflops(n, calls)
+    ceiling = bench_matmul(matmul)["ceiling_gflops_per_s"]
     result: dict[str, Any] = {
         "command": " ".join(["python -m benchmarks.step_ops", *(argv or sys.argv[1:])]),
         "started": started,
@@ -123,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": args.threads,
         "torch": torch.__version__,
         "load_avg_start": load_start,
-        "matmul": {"n": n, "gflops_per_s": ceiling},
+        "matmul": {"n": matmul.matmul_ns[0], "gflops_per_s": ceiling},
         "models": {m: breakdown(m, b, s, ceiling) for m, (b, s) in plans.items()},
         "load_avg_end": list(os.getloadavg()),
     }

@@ -38,7 +38,6 @@ benchmarks/results/sweep.json (sweep-quick.json for --quick).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -56,6 +55,8 @@ from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+from benchmarks.proc import busy_ticks, tree_ticks
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -150,23 +151,9 @@ def concurrency(max_concurrent: int, cpu: float, gpu: float, trials: int) -> int
 
 def _busy_ticks() -> int | None:
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split()[1:9]]
+        return busy_ticks()
     except (OSError, ValueError):
         return None
-    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-
-
-def _tree_ticks(pid: int) -> dict[int, int]:
-    """CPU clock ticks (user + system, all threads) of `pid` and every descendant, from /proc;
-    a process that exits while it is read is left out."""
-    out: dict[int, int] = {}
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        out[pid] = sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:13])
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
-            for child in children.read_text().split():
-                out |= _tree_ticks(int(child))
-    return out
 
 
 class Load:
@@ -188,13 +175,13 @@ class Load:
 
     def _sample(self) -> None:
         while True:
-            self.last |= _tree_ticks(os.getpid())
+            self.last |= tree_ticks(os.getpid())
             if self._stop.wait(self.period):
                 return
 
     def __enter__(self) -> Load:
         self.busy, self.t = _busy_ticks(), time.perf_counter()
-        self.start = _tree_ticks(os.getpid())
+        self.start = tree_ticks(os.getpid())
         self.load_start = os.getloadavg()[0]
         self._sampler.start()
         return self
@@ -206,7 +193,7 @@ class Load:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._sampler.join()
-        self.last |= _tree_ticks(os.getpid())
+        self.last |= tree_ticks(os.getpid())
         busy, t = _busy_ticks(), time.perf_counter()
         self.others: float | None = None
         if busy is not None and self.busy is not None and t > self.t:

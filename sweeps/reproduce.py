@@ -252,10 +252,8 @@ def report_only(
         directory = loc.tables(built.step.name)
         if not (directory / RECORD).is_file() or not (directory / "figures").is_dir():
             continue  # not run by `reproduce` (the block says so), or tables without figures
-        record = Record.read(directory)
         figures = copy_figures(built.step.name, loc, report.parent)
-        if figures != record.figures:
-            replace(record, figures=figures).write(directory)
+        replace(Record.read(directory), figures=figures).write(directory)  # only if changed
     changed = write_block(everything, skipped, loc, report)
     print(f"{report}: {'rewritten' if changed else 'unchanged'} from {loc.root / 'tables'}")
     return 0
