@@ -135,7 +135,9 @@ def _pending(built: Sequence[Built], loc: Locations) -> list[Built]:
 
 def copy_figures(name: str, loc: Locations, report_dir: Path) -> tuple[str, ...]:
     """The step's figures of its judged target (and the target-free ones) beside the report;
-    returns their paths relative to the report's folder."""
+    returns their paths relative to the report's folder. A figure left there by an earlier
+    state of the step (an interrupted sweep's, another target's) is removed: the folder is the
+    step's, and the report links exactly what it holds."""
     import pyarrow.parquet as pq
 
     source = loc.tables(name)
@@ -153,6 +155,9 @@ def copy_figures(name: str, loc: Locations, report_dir: Path) -> tuple[str, ...]
         relative = FIGURES / name / png.name
         write_if_changed(report_dir / relative, png.read_bytes())
         copied.append(relative.as_posix())
+    for stale in sorted((report_dir / FIGURES / name).glob("*.png")):
+        if stale.relative_to(report_dir).as_posix() not in copied:
+            stale.unlink()
     return tuple(copied)
 
 

@@ -290,11 +290,13 @@ def test_report_only_writes_the_block_from_the_stored_sweeps_and_runs_nothing(
     report = tmp_path / "out" / "REPRODUCTION.md"
     report.parent.mkdir()
     report.write_text("# Reproduction report\n\nprose\n")
+    copied = report.parent / "docs/figures/reproduction/xue_digits_cpu"
+    copied.mkdir(parents=True)
+    (copied / "bounds_object.png").write_bytes(b"old")  # an interrupted run's, no longer made
     argv = ["reproduce", "--report-only", "--root", str(root), "--report", str(report)]
     assert main(argv) == 0
     assert "rewritten" in capsys.readouterr().out
     assert fake.calls == [] and not (root / "mlflow.db").exists()
-    copied = report.parent / "docs/figures/reproduction/xue_digits_cpu"
     assert sorted(p.name for p in copied.iterdir()) == ["digit_vs_aug_p_drop.png"]
     record = R.Record.read(root / "tables" / "xue_digits_cpu")
     assert record.figures == ("docs/figures/reproduction/xue_digits_cpu/digit_vs_aug_p_drop.png",)

@@ -106,6 +106,9 @@ def test_t7_three_outcomes():
     no_gap = t7(weight_decay(lambda wd: 0.0))
     assert outcome(no_gap) == INCONCLUSIVE and "no gap to shrink" in no_gap.reason
     assert outcome(t7(weight_decay(lambda wd: -0.02 * np.log10(wd), seeds=2))) == INCONCLUSIVE
+    one_seed = t7(weight_decay(lambda wd: -0.02 * np.log10(wd), seeds=1))
+    assert outcome(one_seed) == INCONCLUSIVE and "need >= 3" in one_seed.reason
+    assert "no gap to shrink" not in one_seed.reason  # a +10-point gap without an interval
 
 
 def reweight(kappa_pre=0.55, identity_gap=0.0, seeds=3, untrained=True):
