@@ -2,13 +2,14 @@
 data. A step only selects a spec, its profiles and a name; seeds, grids and thresholds stay what
 the specs fix (`--seeds` replaces the seed axis, and then the names say so).
 
-Time estimates are priors in sweep seconds per trial, measured on this project's 2-core machine
-at load 4-12 (REPRODUCTION.md): an 88-step image trial costs ~116 s of sweep time two at a time
-(xue_digits_cpu: 18 trials in 2,030 s); a sweep with untrained controls (probes only) ~63 s
-(xue_reweight_cpu: 21 trials, 6 untrained, in 1,328 s); the synthetic sweeps ~2 s and ~4 s
-(216 trials in ~3 min of trials; 10 in 0.6 min). An anchor trial trains 4x the epochs: training
-is 357 s of a 411-s trial, so it costs ~3.6x. `headsweep reproduce` rescales the priors by what
-the finished steps of the root actually took.
+Time estimates are priors in sweep seconds per trial, measured by the full reproduction of
+2026-11-30 on this project's 2-core machine (REPRODUCTION.md, its Sweeps table; 3.7 h in all):
+the image sweeps took 5,365 s for 102 trials (~53 s a trial, two at a time), the sweeps with
+untrained controls (probes only) 1,230 s for 45 (~27 s), the synthetic ones 230 s for 216 and
+30 s for 10; the six anchors (4x the epochs) 2.4x what their trials take in the short sweeps; a
+calibration control 29-43 s (92-119 s for an anchor's); the rest of a step (the analysis, the
+figures, the report) ~22 s. `headsweep reproduce` rescales the priors by what the finished
+steps of the root actually took.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from sweeps.specfile import read_spec_file
 from trainables import TRAINABLES
 
 ANCHOR_EPOCHS = 4  # the anchor's epochs, as a multiple of the profile's
-ANCHOR_COST = 3.6  # an anchor trial's time over a short trial's (see the module docstring)
-CALIBRATION_S = 90.0  # one control trained in-process (measured 86-95 s)
-STEP_OVERHEAD_S = 60.0  # Ray's start (first step), the analysis and the figures
-IMAGE_S, CONTROLS_S = 116.0, 63.0  # sweep seconds per trial (see the module docstring)
+ANCHOR_COST = 2.4  # an anchor trial's time over a short trial's (see the module docstring)
+CALIBRATION_S = 35.0  # one control trained in-process (see the module docstring)
+STEP_OVERHEAD_S = 25.0  # Ray's start (first step), the analysis and the figures
+IMAGE_S, CONTROLS_S = 53.0, 27.0  # sweep seconds per trial (see the module docstring)
 REPOSITORY = Path(__file__).resolve().parents[1]  # the specs' paths are relative to it
 
 
@@ -53,9 +54,9 @@ SHORT = (
         "sweeps/xue_synthetic_linear.yaml",
         (),
         ("T1", "T2", "T3", "T4", "E5"),
-        2.0,
+        1.1,
     ),
-    Step("xue_synthetic_relu", "sweeps/xue_synthetic_relu.yaml", (), ("T5",), 4.0),
+    Step("xue_synthetic_relu", "sweeps/xue_synthetic_relu.yaml", (), ("T5",), 3.0),
     Step("xue_digits_cpu", "sweeps/xue_digits.yaml", ("cpu",), ("T6",), IMAGE_S, anchored=True),
     Step(
         "xue_digits_wd_cpu",
