@@ -21,6 +21,14 @@ def process_ticks(pid: int) -> int:
     return sum(int(v) for v in stat.rsplit(")", 1)[1].split()[11:13])
 
 
+def command_line(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces ("" once it has exited)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def descendants(pid: int) -> list[int]:
     """pid and its descendants, from /proc/<pid>/task/*/children."""
     out = [pid]

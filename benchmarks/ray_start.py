@@ -25,10 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: the repository root on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.proc import busy_ticks, tree_ticks
+from benchmarks.proc import busy_ticks, command_line, tree_ticks
 
 OUT = Path(__file__).resolve().parent / "results" / "ray_start.json"
 # (role, what its command line contains), first match wins; the driver is matched by pid
@@ -57,13 +54,6 @@ def cpu_by_role(ticks: dict[int, int], commands: dict[int, str], driver: int) ->
     return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def one_round(actors: int) -> dict[str, object]:
     """The child: one driver's start, measured from inside it."""
     busy0, start = busy_ticks(), time.time()
@@ -88,7 +78,7 @@ def one_round(actors: int) -> dict[str, object]:
     ready = time.time()
     ticks = tree_ticks(os.getpid())
     busy = (busy_ticks() - busy0) / os.sysconf("SC_CLK_TCK")
-    roles = cpu_by_role(ticks, {pid: _command(pid) for pid in ticks}, os.getpid())
+    roles = cpu_by_role(ticks, {pid: command_line(pid) for pid in ticks}, os.getpid())
     ray.shutdown()
     return {
         "import_driver_s": round(imported - start, 2),
