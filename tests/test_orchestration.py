@@ -213,6 +213,30 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """pid and every process it started, from /proc/<pid>/task/*/children (Linux)."""
+    out = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in children.read_text().split():
+                out += _process_tree(int(child))
+    return out
+
+
+def _kill_driver_and_its_trials(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver's process group and every process under it, found before the kill
+    (afterwards they are re-parented). Ray starts each worker in a process group of its own, so
+    `killpg` alone leaves the trial's worker running: seen here, it trains on for ~3 s until it
+    notices its raylet is gone, and on a loaded CI machine long enough to write more checkpoints
+    or end its trial, leaving no unfinished trial to resume (2 of 3 CI runs on 2026-11-30)."""
+    tree = _process_tree(driver.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _results(experiment: Path) -> dict[str, list[dict]]:
     out = {}
     # result.json reaches storage with the next experiment snapshot: after a SIGKILL the newest
@@ -284,7 +308,7 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
             )
 
         _wait_for(recorded, 240, driver)
-        os.killpg(driver.pid, signal.SIGKILL)
+        _kill_driver_and_its_trials(driver)
         driver.wait(timeout=30)
     finally:
         if driver.poll() is None:
