@@ -95,3 +95,28 @@ def test_the_op_breakdown_splits_a_step_into_conv_forward_backward_and_the_rest(
         assert 1.5 < backward["gflop_per_step"] / forward["gflop_per_step"] <= 2.0, name
         shares = forward["share"] + backward["share"] + row["other"]["share"]
         assert shares == pytest.approx(1.0), name
+
+
+@pytest.mark.slow  # torch.compile of a step: ~40 s on 2 cores even at tiny sizes
+def test_the_compiled_step_is_timed_beside_the_eager_one_and_computes_the_same(tmp_path, capsys):
+    """benchmarks/step_compile.py --quick: both steps and the ceiling timed in every round, the
+    medians are the rounds' medians, and both compute the same gradients."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    step_compile = importlib.import_module("benchmarks.step_compile")
+    out = tmp_path / "compile.json"
+    result = step_compile.main(["--quick", "--threads", "1", "--rounds", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == result == json.loads(capsys.readouterr().out)
+    assert len(result["rounds"]) == 2 and result["compile_s"] > 0
+    for key, median in result["median"].items():
+        assert median == pytest.approx(sum(r[key] for r in result["rounds"]) / 2), key
+    for row in result["rounds"]:
+        for name in ("eager", "compiled"):
+            rate = row[f"{name}_gflops_per_s"]
+            assert row[f"{name}_pct_matmul"] == pytest.approx(
+                100 * rate / row["ceiling_gflops_per_s"]
+            )
+    assert result["compiled_over_eager"] == pytest.approx(
+        result["median"]["compiled_gflops_per_s"] / result["median"]["eager_gflops_per_s"]
+    )
+    assert result["grad_max_rel_diff"] < 1e-3  # fp32, the same parameters: reordered sums only
