@@ -143,6 +143,34 @@ def test_figures_are_written_with_one_line_per_head(sweep):
     assert "| head | p_drop | target |" in md and md.count("| mlp |") == 6
 
 
+def test_the_analysis_timing_benchmark_times_every_figure_and_changes_nothing(sweep, capsys):
+    """benchmarks/analysis_time.py on a finished sweep: every figure's savefig is timed, within
+    the analysis, the stored files stay byte-identical and the figure writer is restored."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import analysis.figures
+
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    bench = importlib.import_module("benchmarks.analysis_time")
+    loc, name = sweep
+    directory = loc.tables(name)
+    before = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    save = analysis.figures._save
+    result = bench.main([name, "--root", str(loc.root), "--rounds", "2"])
+    assert json.loads(capsys.readouterr().out) == result
+    assert analysis.figures._save is save
+    assert {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before
+    pngs = len(list((directory / "figures").glob("*.png")))
+    for row in result["rounds"]:
+        assert row["figures"] == pngs > 0
+        assert 0 < row["savefig_s"] < row["analysis_s"]
+    assert result["with_mlflow_logging_s"] > 0
+
+
 def test_compare_two_sweeps_side_by_side(sweep):
     loc, name = sweep
     text = compare_sweeps(name, name, loc)
