@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from headsweep import metrics as M
 from sweeps.cli_parser import parser
 from sweeps.locations import Locations, SweepError, check_tracking_uri, quick_mlflow_client
+from sweeps.lock import refuse_if_driven  # the standard library only
 from sweeps.names import check_name
 from sweeps.overrides import SpecError
 
@@ -115,7 +116,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     loc = _locations(args, write=True, driver=True)
     from sweeps.status import find_parent  # read-only: a missing sweep creates no store
 
-    find_parent(args.name, loc)
+    storage = find_parent(args.name, loc).tags.get("headsweep.storage")
+    if storage:  # a live driver's sweep is refused now, not after Ray and Tune load
+        refuse_if_driven(f"{storage.rstrip('/')}/{args.name}", args.name)
     from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
     print(f"resuming sweep {args.name}")
@@ -351,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
     try:
-        code: int = args.fn(args)
-        return code
+        return int(args.fn(args))
     except (SpecError, SweepError, ConnectionError) as exc:
         return _fail(str(exc))
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:

@@ -168,6 +168,22 @@ def read_holder(experiment_path: str) -> Holder | None:
     return parse_holder(_Store(experiment_path).read())
 
 
+def _driven_by(name: str, holder: Holder) -> LockHeld:
+    return LockHeld(
+        f"sweep {name!r} is being run by another driver: {holder.describe()}; wait for it, "
+        "or stop it first"
+    )
+
+
+def refuse_if_driven(experiment_path: str, name: str) -> None:
+    """LockHeld, naming the holder, when a live driver holds the sweep: a first look for a
+    command to fail in a second rather than after loading Ray and Tune. Not the decision: a
+    driver may start or die before `SweepLock.acquire`, which decides."""
+    holder = read_holder(experiment_path)
+    if holder is not None and not holder.stale():
+        raise _driven_by(name, holder)
+
+
 class SweepLock:
     """The driver's hold on a sweep. `acquire()` then `release()` (or a `with` block); a
     background thread rewrites the heartbeat and calls `on_beat` (the driver mirrors it into
@@ -217,10 +233,7 @@ class SweepLock:
             if holder is None and raw is None:
                 continue  # released between our create and read: try again
             if holder is not None and not holder.stale():
-                raise LockHeld(
-                    f"sweep {self.name!r} is being run by another driver: "
-                    f"{holder.describe()}; wait for it, or stop it first"
-                )
+                raise _driven_by(self.name, holder)
             if not takeover:
                 who = holder.describe() if holder else "an unreadable lock"
                 raise LockHeld(

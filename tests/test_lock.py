@@ -51,6 +51,25 @@ def test_a_dead_drivers_lock_is_taken_over_by_resume_only(tmp_path):
         lock.release()
 
 
+def test_the_first_look_refuses_a_live_driver_only(tmp_path):
+    """refuse_if_driven (resume's check before Ray loads): a live holder is refused with the
+    same message acquire gives; no lock, or a dead driver's, passes to acquire to decide."""
+    path = str(tmp_path / "sweep")
+    L.refuse_if_driven(path, "sweep")  # no lock: nothing to refuse
+    with SweepLock(path, "sweep", "headsweep run a.yaml", interval=0.2).acquire(takeover=False):
+        with pytest.raises(LockHeld) as first_look:
+            L.refuse_if_driven(path, "sweep")
+        with pytest.raises(LockHeld) as acquired:
+            SweepLock(path, "sweep", "headsweep resume sweep").acquire(takeover=True)
+    assert str(first_look.value).split(" (")[0] == str(acquired.value).split(" (")[0]
+    assert f"pid {os.getpid()} on" in str(first_look.value)
+    (tmp_path / "sweep").mkdir()
+    dead = {"pid": 999999, "host": "gone", "command": "headsweep run", "started": 0.0}
+    dead |= {"heartbeat": time.time() - 10, "interval": 1.0, "token": "old"}
+    (tmp_path / "sweep" / L.LOCK_FILE).write_text(json.dumps(dead))
+    L.refuse_if_driven(path, "sweep")  # a dead driver's lock: resume takes it over
+
+
 def test_racing_drivers_get_exactly_one_lock(tmp_path):
     path = str(tmp_path / "sweep")
     won, refused = [], []

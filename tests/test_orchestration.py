@@ -290,11 +290,11 @@ def test_killed_driver_resumes_every_trial_exactly_once(tmp_path):
     driver = start_driver(spec, "killable", root)
     try:
         _wait_for(lambda: _unfinished_with_checkpoints(experiment, 1) is not None, 240, driver)
+        assert _state(root, "killable") == "running"
         # A second driver on the live sweep is refused, naming the first.
         second = cli_process(["resume", "killable", "--root", str(root)])
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"pid {driver.pid} on" in second.stderr and "another driver" in second.stderr
-        assert _state(root, "killable") == "running"
 
         # Kill once a snapshot has recorded an unfinished trial's third checkpoint.
         def recorded() -> bool:
