@@ -30,11 +30,13 @@ def command_line(pid: int) -> str:
 
 
 def descendants(pid: int) -> list[int]:
-    """pid and its descendants, from /proc/<pid>/task/*/children."""
+    """pid and its descendants, from /proc/<pid>/task/*/children; a thread or process that
+    exits while the tree is read is left out."""
     out = [pid]
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in children.read_text().split():
-            out += descendants(int(child))
+        with contextlib.suppress(OSError):
+            for child in children.read_text().split():
+                out += descendants(int(child))
     return out
 
 

@@ -114,11 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     check_name(args.name, "NAME")
     loc = _locations(args, write=True, driver=True)
-    from sweeps.status import find_parent  # read-only: a missing sweep creates no store
+    from sweeps.status import experiment_of, find_parent  # read-only: creates no store
 
-    storage = find_parent(args.name, loc).tags.get("headsweep.storage")
-    if storage:  # a live driver's sweep is refused now, not after Ray and Tune load
-        refuse_if_driven(f"{storage.rstrip('/')}/{args.name}", args.name)
+    experiment = experiment_of(find_parent(args.name, loc), args.name)
+    if experiment:  # a live driver's sweep is refused now, not after Ray and Tune load
+        refuse_if_driven(experiment, args.name)
     from sweeps import driver  # Ray and Tune: only commands that run sweeps load them
 
     print(f"resuming sweep {args.name}")

@@ -34,7 +34,7 @@ from sweeps.lifecycle import (
     has_experiment,
     reopen,
 )
-from sweeps.locations import Locations, SweepError, check_tracking_uri, ray_job_id
+from sweeps.locations import Locations, SweepError, check_tracking_uri, experiment_in, ray_job_id
 from sweeps.lock import SweepLock, command_line
 from sweeps.phases import SweepClock, process_start_time
 from sweeps.progress import Progress
@@ -326,7 +326,7 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
     if parent is None:
         raise SweepError(f"no sweep named {name!r} in {loc.tracking_uri} (see `headsweep list`)")
     spec = stored_spec(tracker, parent)
-    path = f"{parent.data.tags['headsweep.storage'].rstrip('/')}/{name}"
+    path = experiment_in(parent.data.tags["headsweep.storage"], name)
     if not tune.Tuner.can_restore(path):
         raise SweepError(f"no Tune experiment to resume at {path}")
     with SweepLock(path, name, command_line()).acquire(takeover=True) as lock:

@@ -63,6 +63,12 @@ def default_tracking_uri(root: Path, explicit: str | None = None) -> str:
     return uri or f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
 
 
+def experiment_in(storage: str, sweep: str) -> str:
+    """The Tune experiment of `sweep` in `storage` (a directory or a URI; the parent run's
+    `headsweep.storage` tag names it)."""
+    return f"{storage.rstrip('/')}/{sweep}"
+
+
 def inside(base: str | Path, path: str | Path, what: str) -> str:
     """`path` as a string, or a SweepError when it leaves `base` (a directory or a URI)."""
     base_text, path_text = str(base), str(path)
@@ -186,7 +192,7 @@ class Locations:
         return Path(inside(base, base / f"{check_name(sweep, 'sweep name')}.db", "study"))
 
     def experiment_path(self, sweep: str) -> str:
-        path = f"{self.storage.rstrip('/')}/{check_name(sweep, 'sweep name')}"
+        path = experiment_in(self.storage, check_name(sweep, "sweep name"))
         return inside(self.storage, path, "Tune experiment")
 
     def job_temporary(self) -> list[str]:

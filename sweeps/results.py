@@ -27,7 +27,7 @@ from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, Trial
 from headsweep import metrics as M
 from headsweep.record import FILE, RecordError, TrialRecord
 from sweeps.legacy import record_from_report
-from sweeps.locations import Locations, SweepError
+from sweeps.locations import Locations, SweepError, experiment_in
 from sweeps.tracking import ERROR, TRIAL_ID, Tracker
 from trainables import TRAINABLES, Trainable
 
@@ -149,7 +149,7 @@ def analyze_sweep(name: str, loc: Locations, log_to_mlflow: bool = True) -> Summ
     """Collect, tabulate, draw and log one sweep (finished, running, or all failed)."""
     tracker, parent = _parent(name, loc)
     tags = parent.data.tags
-    path = f"{tags['headsweep.storage'].rstrip('/')}/{name}"
+    path = experiment_in(tags["headsweep.storage"], name)
     info = TRAINABLES[tags["headsweep.trainable"]]
     trials = collect(path, info, tracker, parent)
     meta = {

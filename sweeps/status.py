@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from headsweep import metrics as M
-from sweeps.locations import Locations, SweepError
+from sweeps.locations import Locations, SweepError, experiment_in
 from sweeps.lock import driver_state
 from sweeps.store import RunRow, reader
 
@@ -26,12 +26,16 @@ def find_parent(name: str, loc: Locations) -> RunRow:
     return found[0]
 
 
+def experiment_of(parent: RunRow, name: str) -> str | None:
+    """The sweep's Tune experiment, from its parent run's `headsweep.storage` tag (None without)."""
+    storage = parent.tags.get("headsweep.storage", "")
+    return experiment_in(storage, name) if storage else None
+
+
 def state_of(parent: RunRow, name: str) -> str:
     """The sweep's state tag, except that a RUNNING parent whose driver stopped beating is
     "crashed" (sweeps.lock.driver_state): a killed driver cannot update its own tag."""
-    storage = parent.tags.get("headsweep.storage", "")
-    experiment = f"{storage.rstrip('/')}/{name}" if storage else None
-    if driver_state(parent.status, parent.tags, experiment) == "crashed":
+    if driver_state(parent.status, parent.tags, experiment_of(parent, name)) == "crashed":
         return "crashed"
     return parent.tags.get("headsweep.state", parent.status.lower())
 

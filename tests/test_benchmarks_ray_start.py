@@ -4,7 +4,6 @@ rounds, and one real round (a local Ray, one actor importing what a trial import
 import importlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("benchmarks.ray_start")
 
 

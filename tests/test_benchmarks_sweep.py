@@ -7,18 +7,13 @@ import importlib
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
     """benchmarks.sweep (benchmarks/ is a directory of the repository, not a package)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("benchmarks.sweep")
 
 

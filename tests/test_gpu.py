@@ -7,7 +7,6 @@ import importlib
 import inspect
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from headsweep.config import TrialConfig
 from headsweep.configtree import merge
 from headsweep.train import _Trial
 
-REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 NO_CUDA = "needs a CUDA device: torch.cuda.is_available() is False on this machine"
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason=NO_CUDA)]
@@ -30,8 +28,6 @@ DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=gpu)]
 @pytest.fixture(scope="module")
 def bench():
     """benchmarks.gpu (benchmarks/ is a directory of the repository, not an installed package)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("benchmarks.gpu")
 
 

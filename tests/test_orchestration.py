@@ -19,6 +19,7 @@ from conftest import TINY_BASE, write_spec
 from mlflow.tracking import MlflowClient
 
 from analysis.tables import CONFIG_COLUMNS
+from benchmarks.proc import descendants
 from sweeps import cli
 from sweeps.locations import Locations
 from sweeps.lock import LOCK_FILE, driver_state
@@ -213,23 +214,13 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-def _process_tree(pid: int) -> list[int]:
-    """pid and every process it started, from /proc/<pid>/task/*/children (Linux)."""
-    out = [pid]
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            for child in children.read_text().split():
-                out += _process_tree(int(child))
-    return out
-
-
 def _kill_driver_and_its_trials(driver: subprocess.Popen) -> None:
     """SIGKILL the driver's process group and every process under it, found before the kill
     (afterwards they are re-parented). Ray starts each worker in a process group of its own, so
     `killpg` alone leaves the trial's worker running: seen here, it trains on for ~3 s until it
     notices its raylet is gone, and on a loaded CI machine long enough to write more checkpoints
     or end its trial, leaving no unfinished trial to resume (2 of 3 CI runs on 2026-11-30)."""
-    tree = _process_tree(driver.pid)
+    tree = descendants(driver.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(driver.pid, signal.SIGKILL)
     for pid in tree:

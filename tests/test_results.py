@@ -147,14 +147,9 @@ def test_the_analysis_timing_benchmark_times_every_figure_and_changes_nothing(sw
     """benchmarks/analysis_time.py on a finished sweep: every figure's savefig is timed, within
     the analysis, the stored files stay byte-identical and the figure writer is restored."""
     import importlib
-    import sys
-    from pathlib import Path
 
     import analysis.figures
 
-    repo = str(Path(__file__).resolve().parents[1])
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
     bench = importlib.import_module("benchmarks.analysis_time")
     loc, name = sweep
     directory = loc.tables(name)

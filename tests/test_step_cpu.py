@@ -3,19 +3,13 @@ the step-vs-matmul-ceiling benchmark at tiny sizes; the measurement itself is a 
 
 import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
     """benchmarks.step_cpu (benchmarks/ is a directory of the repository, not a package)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("benchmarks.step_cpu")
 
 
@@ -81,8 +75,6 @@ def test_unknown_model_is_refused(bench):
 
 def test_the_op_breakdown_splits_a_step_into_conv_forward_backward_and_the_rest(tmp_path, capsys):
     """benchmarks/step_ops.py --quick: every part timed and counted, the shares add to 1."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     step_ops = importlib.import_module("benchmarks.step_ops")
     out = tmp_path / "ops.json"
     result = step_ops.main(["--quick", "--threads", "1", "--out", str(out)])
@@ -101,8 +93,6 @@ def test_the_op_breakdown_splits_a_step_into_conv_forward_backward_and_the_rest(
 def test_the_compiled_step_is_timed_beside_the_eager_one_and_computes_the_same(tmp_path, capsys):
     """benchmarks/step_compile.py --quick: both steps and the ceiling timed in every round, the
     medians are the rounds' medians, and both compute the same gradients."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     step_compile = importlib.import_module("benchmarks.step_compile")
     out = tmp_path / "compile.json"
     result = step_compile.main(["--quick", "--threads", "1", "--rounds", "2", "--out", str(out)])
