@@ -31,6 +31,7 @@ from sweeps.locations import Locations, SweepError, check_tracking_uri, quick_ml
 from sweeps.lock import refuse_if_driven  # the standard library only
 from sweeps.names import check_name
 from sweeps.overrides import SpecError
+from sweeps.server_errors import tracking_failure
 
 if TYPE_CHECKING:  # types only: the modules themselves load inside the commands
     from sweeps.driver import Outcome
@@ -337,18 +338,6 @@ def _os_error(exc: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
-def _lost_connection(exc: BaseException) -> str:
-    """The first line of `exc` when it, or what caused it, is a failed HTTP exchange (MLflow
-    wraps requests' errors in MlflowException); "" otherwise."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        module = type(seen).__module__.split(".")[0]
-        if isinstance(seen, ConnectionError | TimeoutError) or module in ("requests", "urllib3"):
-            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        seen = seen.__cause__ or seen.__context__
-    return ""
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser(COMMANDS).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -363,9 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment problem: short unless asked
-        lost = _lost_connection(exc)
+        lost = tracking_failure(exc)
         if lost and not args.verbose:  # the server answered /health, then stopped answering
-            return _fail(f"MLflow tracking server stopped answering: {lost}")
+            uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI")
+            return _fail(f"MLflow tracking server {uri or ''} stopped answering: {lost}")
         if args.verbose:
             traceback.print_exc()
         hint = "" if args.verbose else " (run with -v for the traceback)"

@@ -19,6 +19,17 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _Version(argparse.Action):
+    """argparse's "version" action computes its text up front; the revision needs git (a
+    subprocess), so it is read only when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        from sweeps.provenance import version_line  # git, only for --version
+
+        print(version_line())
+        parser.exit()
+
+
 VERBOSE = "on an unexpected error, print the full traceback"
 
 
@@ -37,6 +48,9 @@ def parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) -> Parse
         "versus post-projection probe accuracy, tracked in MLflow.",
     )
     top.add_argument("-v", "--verbose", action="store_true", help=VERBOSE)
+    top.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version, git revision and lock"
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, text: str) -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +24,7 @@ from mlflow.entities import Param, Run
 from mlflow.tracking import MlflowClient
 
 from sweeps.names import tag_equals
+from sweeps.provenance import drift, git_revision, lock_hash
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ END_REASON = "headsweep.end_reason"  # why the driver ended the parent run (FAIL
 # table (the value the UI's "Model training" switch writes; mlflow/server/js, workflowType).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
-REVISION_ENV = "HEADSWEEP_GIT_REVISION"
 MAX_TAG = 5000  # MLflow's tag values hold 8,000 characters; keep errors well below
 MAX_PARAM = 6000
 
@@ -53,37 +52,9 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
-def _git(cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def git_revision() -> str:
-    """The code's git revision, best effort. A sweep submitted with `ray job submit` runs from
-    a copy of the working dir without `.git`: there the revision comes from
-    $HEADSWEEP_GIT_REVISION, passed with `--runtime-env-json` (README, "Run on a cluster")."""
-    here = Path(__file__).resolve().parent
-    return _git(here) or os.environ.get(REVISION_ENV, "").strip() or "unknown"
-
-
 def versions() -> dict[str, str]:
+    """The main packages' versions, the lock's hash and what differs from it (`sweeps.lockfile`:
+    "none" when every locked package is installed at its pinned version)."""
     out = {"python": platform.python_version()}
     for pkg in (
         "headsweep",
@@ -99,6 +70,8 @@ def versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "missing"
+    out["lock"] = lock_hash()
+    out["lock_drift"] = "; ".join(drift()) or "none"
     return out
 
 

@@ -40,13 +40,15 @@ def _dump(path: Path, entry: dict) -> None:
     path.write_bytes(pickle.dumps(entry))
 
 
-def write_cifar10(root: Path, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_cifar10(
+    root: Path, seed: int = 0, per_batch: int = TRAIN_BATCH, n_test: int = N_TEST
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """All six CIFAR-10 batch files; returns split -> (images (N, 3, 32, 32), labels (N,))."""
     rng = np.random.default_rng(seed)
     out = {}
     for split, names, n in (
-        ("train", [f"data_batch_{i}" for i in range(1, 6)], TRAIN_BATCH),
-        ("test", ["test_batch"], N_TEST),
+        ("train", [f"data_batch_{i}" for i in range(1, 6)], per_batch),
+        ("test", ["test_batch"], n_test),
     ):
         images = rng.integers(0, 256, (len(names) * n, 3, 32, 32), dtype=np.uint8)
         labels = rng.integers(0, 10, len(names) * n)
@@ -65,10 +67,12 @@ def write_cifar10(root: Path, seed: int = 0) -> dict[str, tuple[np.ndarray, np.n
     return out
 
 
-def write_cifar100(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def write_cifar100(
+    root: Path, n_train: int = 6, n_test: int = 4
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(1)
     out = {}
-    for split, n in (("train", 6), ("test", 4)):
+    for split, n in (("train", n_train), ("test", n_test)):
         images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
         fine, coarse = rng.integers(0, 100, n), rng.integers(0, 20, n)
         _dump(
@@ -97,7 +101,9 @@ def _idx(values: np.ndarray) -> bytes:
     return struct.pack(f">{1 + values.ndim}I", magic, *values.shape) + values.tobytes()
 
 
-def write_mnist(root: Path, gz_test: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_mnist(
+    root: Path, gz_test: bool = True, n_train: int = MNIST_TRAIN, n_test: int = MNIST_TEST
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each digit is a constant 28x28 image with its own value (train 10, 20, ...; test 200, 210,
     ...), so its resized copy in the overlay says which digit, and from which split, was drawn.
     The test files are written gzipped only, as torchvision's downloads arrive."""
@@ -106,8 +112,8 @@ def write_mnist(root: Path, gz_test: bool = True) -> dict[str, tuple[np.ndarray,
     raw.mkdir(parents=True, exist_ok=True)
     out = {}
     for split, prefix, n, first in (
-        ("train", "train", MNIST_TRAIN, 10),
-        ("test", "t10k", MNIST_TEST, 200),
+        ("train", "train", n_train, 10),
+        ("test", "t10k", n_test, 200),
     ):
         values = first + 10 * np.arange(n)
         digits = np.broadcast_to(values[:, None, None], (n, 28, 28)).astype(np.uint8)

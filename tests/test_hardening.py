@@ -478,10 +478,10 @@ def test_a_run_inside_a_ray_job_warns_when_results_would_land_in_its_working_dir
 def test_the_git_revision_travels_with_a_job_as_an_environment_variable(monkeypatch):
     """A job's working directory has no .git: the revision comes from HEADSWEEP_GIT_REVISION
     (README's `ray job submit --runtime-env-json`), else it is recorded as unknown."""
-    from sweeps import tracking
+    from sweeps import provenance
 
-    monkeypatch.setattr(tracking, "_git", lambda cwd: None)
-    monkeypatch.setenv(tracking.REVISION_ENV, "abc123\n")
-    assert tracking.git_revision() == "abc123"
-    monkeypatch.delenv(tracking.REVISION_ENV)
-    assert tracking.git_revision() == "unknown"
+    monkeypatch.setattr(provenance, "_git", lambda cwd: None)
+    monkeypatch.setenv(provenance.REVISION_ENV, "abc123\n")
+    assert provenance.git_revision() == "abc123"
+    monkeypatch.delenv(provenance.REVISION_ENV)
+    assert provenance.git_revision() == "unknown"

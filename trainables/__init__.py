@@ -41,7 +41,8 @@ class Trainable(Generic[S]):
     default_metric: Callable[[S], str]  # what progress and tables focus on
     check_metric: Callable[[str, S], str]  # "" if a trial reports the metric, else why not
     seed_key: str  # the config key that seeds a trial (a sweep axis like any other)
-    smoke: Mapping[str, Any]  # dotted overrides that shrink a trial to seconds
+    # The spec's nested base -> the dotted overrides that shrink its trials to seconds.
+    smoke: Callable[[Mapping[str, Any]], dict[str, Any]]
     calibrates: bool  # image experiments: `headsweep calibrate` trains their control
 
     def settings(self, tune_config: Mapping[str, Any]) -> S:
@@ -67,7 +68,7 @@ TRAINABLES: dict[str, Trainable[Any]] = {
         default_metric=contrastive.default_metric,
         check_metric=contrastive.check_metric,
         seed_key=contrastive.SEED_KEY,
-        smoke=contrastive.SMOKE,
+        smoke=contrastive.smoke,
         calibrates=True,
     ),
     "synthetic": Trainable(
@@ -78,7 +79,7 @@ TRAINABLES: dict[str, Trainable[Any]] = {
         default_metric=synthetic.default_metric,
         check_metric=synthetic.check_metric,
         seed_key=synthetic.SEED_KEY,
-        smoke=synthetic.SMOKE,
+        smoke=synthetic.smoke,
         calibrates=False,
     ),
 }

@@ -32,16 +32,27 @@ from trainables.common import (
 
 NAME = "contrastive"
 SEED_KEY = "train.seed"
-# --smoke: every trial shrunk to seconds (tiny data, one epoch).
+# --smoke: every trial shrunk to seconds (tiny data, one epoch, no warmup: a warmup is bounded
+# by the epochs, and the papers' specs warm up for 10).
 SMOKE = {
     "data.n_train": 256,
     "data.n_test": 128,
     "train.epochs": 1,
     "train.batch_size": 64,
+    "optim.warmup_epochs": 0,
     "probe.steps": 50,
     "probe.online_n": 64,
 }
 EpochHook = Callable[[int, dict[str, float]], None]
+
+
+def smoke(base: Mapping[str, Any]) -> dict[str, Any]:
+    """The `--smoke` pins for a spec's nested `base`: `SMOKE`, and a linear evaluation that the
+    spec turns on shrunk the same way (one epoch, no warmup) rather than switched off."""
+    linear = ((base.get("probe") or {}).get("linear_eval") or {}) if isinstance(base, dict) else {}
+    if not (isinstance(linear, dict) and linear.get("epochs")):
+        return dict(SMOKE)
+    return {**SMOKE, "probe.linear_eval.epochs": 1, "probe.linear_eval.warmup_epochs": 0}
 
 
 def parse(config: Mapping[str, Any]) -> TrialConfig:

@@ -18,6 +18,13 @@ from trainables.common import final_files, node_id, numeric, report, use_trial_r
 NAME = "synthetic"
 SEED_KEY = "seed"
 SMOKE = {"steps": 200}
+
+
+def smoke(base: Mapping[str, Any]) -> dict[str, Any]:
+    """The `--smoke` pins (the same for every spec: a synthetic trial has one step count)."""
+    return dict(SMOKE)
+
+
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
