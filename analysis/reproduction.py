@@ -91,6 +91,7 @@ class SweepResult:
     total: int = 0
     seeds: int = 0
     revision: str = ""
+    lock: str = ""  # the requirements.lock hash its driver ran (sweeps.lockfile)
     calibration: Calibration | None = None  # the sweep's own control, as `analyze` judges it
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     bounds: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -133,6 +134,7 @@ def load_result(step: StepView, tables: Path) -> SweepResult:
         total=len(trials),
         seeds=int(probes["seed"].nunique()) if "seed" in probes else 0,
         revision=meta.get(b"git_revision", b"").decode()[:7],
+        lock=meta.get(b"lock", b"").decode(),
         calibration=calibration,
         verdicts={v.name: v for v in verdicts},
         bounds=_read(directory / "bounds.parquet"),
@@ -249,8 +251,9 @@ def _bounds_rows(results: Sequence[SweepResult]) -> list[str]:
 
 def _sweep_rows(results: Sequence[SweepResult]) -> list[str]:
     rows = [
-        "| sweep | spec | trials finished | seeds | run on | wall time | revision | figures |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sweep | spec | trials finished | seeds | run on | wall time | revision | lock | "
+        "figures |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         figures = " ".join(f"[{Path(p).stem}]({p})" for p in r.record.figures) or "–"
@@ -258,7 +261,7 @@ def _sweep_rows(results: Sequence[SweepResult]) -> list[str]:
         rows.append(
             f"| `{r.step.name}` | {r.step.label} | {trials} | {r.seeds or '–'} | "
             f"{r.record.started or '–'} | {_duration(r.record.seconds)} | "
-            f"{r.revision or '–'} | {figures} |"
+            f"{r.revision or '–'} | {r.lock or '–'} | {figures} |"
         )
     return rows
 

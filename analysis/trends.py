@@ -24,16 +24,21 @@ from analysis.paired import (
 )
 from analysis.trends_synthetic import SYNTHETIC_CHECKS
 from analysis.verdicts import (
+    FAILED,
     HEAD,
+    HELD,
     P_DROP,
-    SMALL,
     Calibration,
+    Claim,
     Verdict,
     above,
     below,
     calibrate,
     ceiling_guard,
     clear_margin,
+    comparable,
+    either,
+    every,
     interval,
     judge,
     not_worse,
@@ -59,10 +64,10 @@ def _calibration_guard(probes: pd.DataFrame, separate: Calibration | None = None
 def t6_gap_grows_with_drop_rate(
     probes: pd.DataFrame, head: str = "mlp", calibration: Calibration | None = None
 ) -> Verdict:
-    """T6: at p_drop 0 the digit gap is small (|gap| <= 2 points or under a third of the
-    largest gap); for every p_drop > 0 pre > post (gap interval above 0); the gap grows:
-    gap(largest p) - gap(0) by a clear margin, and the per-seed slope of gap against p_drop
-    has its interval above 0."""
+    """T6: at p_drop 0 the digit gap is small (its interval within ±3 points, or the gap under
+    a third of the largest gap with intervals apart); for every p_drop > 0 pre > post (gap
+    interval above 0); the gap grows: gap(largest p) - gap(0) by a clear margin, and the
+    per-seed slope of gap against p_drop has its interval above 0."""
     wide = trained_rows(paired(probes, "digit"))
     wide = wide[wide[HEAD] == head]
     if wide.empty or 0.0 not in set(wide[P_DROP]):
@@ -79,13 +84,14 @@ def t6_gap_grows_with_drop_rate(
         *ceiling_guard(means, ["pre", "post"], "digit probe"),
         *_calibration_guard(probes, calibration),
     ]
-    gap0 = ivs[0.0].mean
+    # "small" (§10): the interval within ±3 points, or the gap under a third of the largest
+    # gap with intervals that do not overlap
+    top = max((p for p in ps if p > 0), key=lambda p: ivs[p].mean, default=0.0)
+    apart = ivs[0.0].high < ivs[top].low
+    third = Claim(HELD if abs(ivs[0.0].mean) < largest / 3 and apart else FAILED)
     conditions = [
-        (
-            "gap at p_drop 0 small",
-            abs(gap0) <= SMALL or abs(gap0) < largest / 3,
-        ),
-        ("pre > post at every p_drop > 0", all(above(iv) for p, iv in ivs.items() if p > 0)),
+        ("gap at p_drop 0 small", either(comparable(ivs[0.0]), third)),
+        ("pre > post at every p_drop > 0", every(above(iv) for p, iv in ivs.items() if p > 0)),
         (f"gap(p={ps[-1]:g}) - gap(0) by a clear margin", clear_margin(growth)),
         ("slope of gap against p_drop above 0", above(slope)),
     ]
@@ -148,12 +154,11 @@ def t8_reweighting(probes: pd.DataFrame, calibration: Calibration | None = None)
     ]
     if not kappas:
         guards.append("no kappa > 1 in the sweep")
-    conditions = [
+    conditions: list[tuple[str, Claim | bool]] = [
         ("kappa = 1 gives pre = post exactly", exact),
-        (
-            "pre >= post for every kappa > 1",
-            all(iv.mean >= 0 and not below(iv) for iv in ivs.values()),
-        ),
+        # "pre >= post" within the comparable tolerance: failed only when pre is below post
+        # by more than 3 points for some kappa
+        ("pre >= post for every kappa > 1", every(not_worse(iv) for iv in ivs.values())),
         ("best kappa's pre not worse than the MLP head's by 3 points", not_worse(versus)),
     ]
     text = "; ".join(

@@ -1,17 +1,22 @@
 """One verdict rule for every trend (docs/science.md §10), and the calibration rule (§9).
 
 Every trend is *held*, *failed* or *inconclusive*. Comparisons use the paired 95% t-interval of
-the mean over seeds (at least `MIN_SEEDS`); accuracies are fractions, so 3 points = 0.03:
+the mean over seeds (at least `MIN_SEEDS`); accuracies are fractions, so 3 points = 0.03. Each
+claim is judged by where its interval lies (a `Claim`):
 
-- "comparable": the interval of the difference lies within ±3 points;
-- "clear margin": the mean difference is at least 3 points and its interval lies above 0;
-- "above" / "below": the interval lies above / below 0;
-- "not worse": the interval's lower end is above −3 points.
+| claim | held when the interval | failed when it lies wholly |
+|---|---|---|
+| "above" / "below" 0 | lies above / below 0 | below / above 0 |
+| "clear margin" | has its lower end >= 3 points | under 3 points (upper end < 3) |
+| "comparable" | lies within ±3 points | below −3 or above +3 points |
+| "not worse" | has its lower end >= −3 points | below −3 points |
 
-A trend is *inconclusive*, never held or failed, when the instrument could not show it: too few
-seeds, a judged accuracy at the ceiling (> 0.97), or a control that did not learn the digit
-(the encoder with no head at p_drop 0 must probe the digit at >= 0.6). The thresholds are fixed
-here, before any run, and never fitted to results.
+Anything else (an interval that straddles the tolerance) is *inconclusive*, with the number of
+seeds that would resolve it at the observed spread. A trend is also *inconclusive*, never held
+or failed, when the instrument could not show it: too few seeds, a judged accuracy at the
+ceiling (> 0.97), or a control that did not learn the digit (the encoder with no head at
+p_drop 0 must probe the digit at >= 0.6). The thresholds are fixed here, before any run, and
+never fitted to results.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from scipy import stats
 HELD, FAILED, INCONCLUSIVE = "held", "failed", "inconclusive"
 MIN_SEEDS = 3
 MARGIN = 0.03  # "comparable" half-width and "clear margin" size, in accuracy (3 points)
-SMALL = 0.02  # T6's "small" gap at p_drop 0 (or below a third of the largest gap)
 CEILING = 0.97  # a judged accuracy above this cannot move: inconclusive
 CONTROL_FLOOR = 0.6  # the no-head control's digit probe must reach this
 
@@ -69,24 +73,87 @@ def interval(values: Iterable[float]) -> Interval:
     return Interval(float(x.mean()), float(x.mean() - half), float(x.mean() + half), n)
 
 
-def above(iv: Interval) -> bool:
-    return iv.low > 0
+@dataclass(frozen=True)
+class Claim:
+    """Where an interval lies against one claim: HELD, FAILED (wholly on the wrong side of the
+    tolerance) or INCONCLUSIVE, with what would resolve it."""
+
+    outcome: str
+    note: str = ""
+
+    def __bool__(self) -> bool:  # "does the interval support the claim"
+        return self.outcome == HELD
 
 
-def below(iv: Interval) -> bool:
-    return iv.high < 0
+MAX_SEEDS = 1000  # seeds_to_resolve looks no further
 
 
-def clear_margin(iv: Interval) -> bool:
-    return iv.mean >= MARGIN and iv.low > 0
+def seeds_to_resolve(iv: Interval, boundary: float) -> int | None:
+    """The fewest seeds whose 95% half-width, at this interval's spread, is less than the mean's
+    distance to `boundary`; None without a spread (n < 2) or beyond MAX_SEEDS."""
+    if iv.n < 2 or not math.isfinite(iv.low):
+        return None
+    sd = (iv.high - iv.low) / 2 / float(stats.t.ppf(0.975, iv.n - 1)) * math.sqrt(iv.n)
+    distance = abs(iv.mean - boundary)
+    for n in range(iv.n + 1, MAX_SEEDS + 1):
+        if float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) < distance:
+            return n
+    return None
 
 
-def comparable(iv: Interval) -> bool:
-    return iv.low >= -MARGIN and iv.high <= MARGIN
+def _claim(iv: Interval, held: bool, failed: bool, boundary: float) -> Claim:
+    if held:
+        return Claim(HELD)
+    if failed:
+        return Claim(FAILED)
+    if iv.n < 2 or not math.isfinite(iv.low):
+        return Claim(INCONCLUSIVE, "no interval")
+    n = seeds_to_resolve(iv, boundary)
+    where = f"{boundary * 100:+g} pts" if boundary else "0"
+    need = f"~{n} seeds would resolve it" if n else f"more than {MAX_SEEDS} seeds"
+    return Claim(INCONCLUSIVE, f"interval straddles {where} ({need} at this spread)")
 
 
-def not_worse(iv: Interval) -> bool:
-    return iv.low >= -MARGIN
+def above(iv: Interval) -> Claim:
+    return _claim(iv, iv.low > 0, iv.high < 0, 0.0)
+
+
+def below(iv: Interval) -> Claim:
+    return _claim(iv, iv.high < 0, iv.low > 0, 0.0)
+
+
+def clear_margin(iv: Interval) -> Claim:
+    return _claim(iv, iv.low >= MARGIN, iv.high < MARGIN, MARGIN)
+
+
+def comparable(iv: Interval) -> Claim:
+    outside = iv.low > MARGIN or iv.high < -MARGIN
+    nearest = MARGIN if iv.mean >= 0 else -MARGIN
+    return _claim(iv, iv.low >= -MARGIN and iv.high <= MARGIN, outside, nearest)
+
+
+def not_worse(iv: Interval) -> Claim:
+    return _claim(iv, iv.low >= -MARGIN, iv.high < -MARGIN, -MARGIN)
+
+
+def every(claims: Iterable[Claim]) -> Claim:
+    """All of several claims: failed if any is, inconclusive if any is (their notes), else
+    held."""
+    claims = list(claims)
+    for outcome in (FAILED, INCONCLUSIVE):
+        notes = [c.note for c in claims if c.outcome == outcome and c.note]
+        if any(c.outcome == outcome for c in claims):
+            return Claim(outcome, "; ".join(dict.fromkeys(notes)))
+    return Claim(HELD)
+
+
+def either(*claims: Claim) -> Claim:
+    """Any one of several ways to hold a claim: held if one holds, failed if all fail."""
+    if any(c.outcome == HELD for c in claims):
+        return Claim(HELD)
+    if all(c.outcome == FAILED for c in claims):
+        return Claim(FAILED)
+    return Claim(INCONCLUSIVE, "; ".join(c.note for c in claims if c.note))
 
 
 @dataclass(frozen=True)
@@ -109,17 +176,26 @@ class Verdict:
 
 def judge(
     name: str,
-    conditions: Sequence[tuple[str, bool]],
+    conditions: Sequence[tuple[str, Claim | bool]],
     evidence: str,
     guards: Sequence[str] = (),
 ) -> Verdict:
-    """Inconclusive if any guard is raised (a reason the instrument cannot show the trend),
-    else held when every condition holds, failed naming the conditions that did not."""
+    """Inconclusive if any guard is raised (a reason the instrument cannot show the trend);
+    else failed when any condition's interval lies wholly on the wrong side (naming them),
+    inconclusive when any is unresolved (naming them and what would resolve them), held when
+    every condition holds. A bool condition is exact (no interval): True holds, False fails."""
     if guards:
         return Verdict(name, INCONCLUSIVE, evidence, "; ".join(guards))
-    missed = [text for text, ok in conditions if not ok]
-    if missed:
-        return Verdict(name, FAILED, evidence, "not: " + "; ".join(missed))
+    claims = [
+        (text, c if isinstance(c, Claim) else Claim(HELD if c else FAILED))
+        for text, c in conditions
+    ]
+    failed = [text for text, c in claims if c.outcome == FAILED]
+    if failed:
+        return Verdict(name, FAILED, evidence, "not: " + "; ".join(failed))
+    open_ = [f"{text}: {c.note}" if c.note else text for text, c in claims if c.outcome != HELD]
+    if open_:
+        return Verdict(name, INCONCLUSIVE, evidence, "not resolved: " + "; ".join(open_))
     return Verdict(name, HELD, evidence)
 
 

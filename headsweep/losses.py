@@ -9,13 +9,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headsweep.config import LossConfig
+from headsweep.normalize import unit_rows
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """NT-Xent / InfoNCE of SimCLR (Chen et al. 2020). z1, z2: (N, D) views of the same N
-    samples. The 2N rows are L2-normalised, logits = cos / temperature with the diagonal masked,
-    the positive of each row is its other view. Returns the mean over the 2N anchors."""
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    samples. The 2N rows are L2-normalised (an all-zero row kept at 0: headsweep.normalize),
+    logits = cos / temperature with the diagonal masked, the positive of each row is its other
+    view. Returns the mean over the 2N anchors."""
+    z = unit_rows(torch.cat([z1, z2]).float())
     n = z1.shape[0]
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
@@ -40,7 +42,7 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.5) -> Tensor:
     views stacked), labels: (M,). For anchor i the positives are the other rows with its label:
     L_i = -(1/|P(i)|) sum_p s_ip + log sum_{a != i} exp(s_ia). Anchors with no positive in the
     batch are skipped (they would give 0/0); a batch with none at all gives 0, never NaN."""
-    z = F.normalize(z.float(), dim=1)
+    z = unit_rows(z.float())
     m = z.shape[0]
     logits = z @ z.T / temperature
     self_mask = torch.eye(m, dtype=torch.bool, device=z.device)

@@ -10,8 +10,9 @@ I_2 = log(n² ‖K1 ∘ K2‖²_F / (‖K1‖²_F ‖K2‖²_F)), cheap and stab
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from headsweep.normalize import unit_rows
 
 
 def gram(x: Tensor) -> Tensor:
@@ -22,7 +23,7 @@ def gram(x: Tensor) -> Tensor:
     the diagonal stays 1 and a constant head gives I₂ = 0 instead of 0/0."""
     x = x.float()
     zero = (x.abs().amax(dim=1, keepdim=True) == 0).float()
-    x = torch.cat([F.normalize(x, dim=1), zero], dim=1)
+    x = torch.cat([unit_rows(x), zero], dim=1)
     return x @ x.T
 
 

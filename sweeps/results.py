@@ -145,6 +145,18 @@ def _parent(name: str, loc: Locations) -> tuple[Tracker, Run]:
     return tracker, parent
 
 
+def _lock_of(tags: dict[str, str]) -> str:
+    """The lock the sweep's driver ran (sweeps.lockfile), "+drift" when it differed from it;
+    "" for a sweep run before the lock existed."""
+    try:
+        versions = json.loads(tags.get("headsweep.versions") or "{}")
+    except ValueError:
+        return ""
+    lock = str(versions.get("lock", ""))
+    drifted = versions.get("lock_drift", "none") != "none"
+    return f"{lock}+drift" if lock and drifted else lock
+
+
 def analyze_sweep(name: str, loc: Locations, log_to_mlflow: bool = True) -> Summary:
     """Collect, tabulate, draw and log one sweep (finished, running, or all failed)."""
     tracker, parent = _parent(name, loc)
@@ -156,6 +168,7 @@ def analyze_sweep(name: str, loc: Locations, log_to_mlflow: bool = True) -> Summ
         "sweep": name,
         "spec_hash": tags.get("headsweep.spec_hash", ""),
         "git_revision": tags.get("mlflow.source.git.commit", "unknown"),
+        "lock": _lock_of(tags),
         "experiment_path": path,
     }
     summary = analyze(

@@ -221,7 +221,7 @@ CASES: dict[str, Case] = {
         "2 seed(s)",
     ),
     "E5-held": (lambda: e5(near_one()), HELD, "p=0.99: gap +5.0 pts", ""),
-    "E5-failed": (lambda: e5(near_one(gap=0.0)), FAILED, "p=0.95: gap +0.0 pts", "above 0"),
+    "E5-failed": (lambda: e5(near_one(gap=-0.02)), FAILED, "p=0.95: gap -2.0 pts", "above 0"),
     "E5-inconclusive": (
         lambda: e5(near_one(error=0.12)),
         INCONCLUSIVE,

@@ -56,8 +56,8 @@ def outcome(verdict):
 
 
 def test_interval_and_rule_primitives():
-    iv = verdicts.interval([0.05, 0.06, 0.04])
-    assert iv.mean == pytest.approx(0.05) and iv.low < 0.05 < iv.high and iv.n == 3
+    iv = verdicts.interval([0.08, 0.09, 0.07])
+    assert iv.mean == pytest.approx(0.08) and iv.low < 0.08 < iv.high and iv.n == 3
     assert verdicts.clear_margin(iv) and verdicts.above(iv) and not verdicts.comparable(iv)
     small = verdicts.interval([0.01, -0.01, 0.0])
     assert verdicts.comparable(small) and not verdicts.above(small) and verdicts.not_worse(small)
