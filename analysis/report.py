@@ -25,12 +25,13 @@ from analysis.figures import (
 )
 from analysis.groups import pre_post_lines
 from analysis.parquet import write_table
-from analysis.tables import HEAD_KEY, build_tables
+from analysis.tables import HEAD_KEY, build_tables, usable
 from analysis.trends import check
 from analysis.trials import FAILED, FINISHED, Trial
 from analysis.verdicts import Calibration, Verdict, calibrate
 from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
+from headsweep.health import OK, UNMEASURED
 
 TABLES = ("trials", "probes", "gaps", "history", "bounds", "groups", "fewshot")
 GAPS_CSV = "gaps.csv"  # the gap table as text: MLflow's artifact view previews it
@@ -49,6 +50,19 @@ class Summary:
     verdicts: list[Verdict] = field(default_factory=list)  # the trends this experiment checks
     calibration: Calibration | None = None  # digit experiments only
     groups: pd.DataFrame = field(default_factory=pd.DataFrame)  # groups.parquet (may be empty)
+    health: dict[str, str] = field(default_factory=dict)  # finished trial id -> its health
+
+    def health_line(self) -> str:
+        """How many finished trials trained (docs/science.md §11), naming those that did not;
+        "" when no trial recorded its health."""
+        measured = {t: h for t, h in self.health.items() if h != UNMEASURED}
+        if not measured:
+            return ""
+        sick = {t: h for t, h in measured.items() if h != OK}
+        text = f"health: {len(measured) - len(sick)} of {len(measured)} trials trained"
+        if sick:
+            text += "; not averaged: " + "; ".join(f"{t} ({h})" for t, h in sick.items())
+        return text
 
     @property
     def message(self) -> str:
@@ -79,7 +93,8 @@ class Summary:
 
     def verdict_text(self) -> str:
         """Calibration and trend verdicts, one line each (empty when none apply)."""
-        lines = [self.calibration.line()] if self.calibration else []
+        lines = [self.health_line()] if self.health_line() else []
+        lines += [self.calibration.line()] if self.calibration else []
         lines += [v.line() for v in self.verdicts]
         return "".join(f"\n{line}" for line in lines)
 
@@ -107,6 +122,8 @@ class Summary:
             "95% t-interval.",
             "",
         ]
+        if self.health_line():
+            lines += [f"- {self.health_line()}", ""]
         if self.calibration or self.verdicts:
             if self.calibration:
                 lines.append(f"- {self.calibration.line()}")
@@ -242,7 +259,7 @@ def analyze(
     extra += rank_figures(trials_frame, settings, directory / "figures", sweep)
     verdicts = check(experiment, probes, trials_frame, separate)
     calibration = (
-        calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
+        calibrate(usable(probes)) if not probes.empty and "digit" in set(probes["target"]) else None
     )
     if separate is not None and (calibration is None or calibration.ok is None):
         calibration = separate
@@ -256,6 +273,7 @@ def analyze(
         verdicts,
         calibration,
         groups=tables["groups"].to_pandas(),
+        health={str(r.trial_id): str(r.health) for r in trials_frame.itertuples() if r.health},
     )
     write_if_changed(directory / "summary.md", summary.markdown().encode())
     write_if_changed(directory / GAPS_CSV, gaps.to_csv(index=False, float_format="%.6g").encode())

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from analysis.tables import usable
 from analysis.trends import check
 from analysis.trials import FINISHED
 from analysis.verdicts import Calibration, Verdict, calibrate
@@ -108,7 +109,7 @@ def judge_sweep(
     control trained before the sweep (`separate`) standing in where the sweep has none."""
     verdicts = check(experiment, probes, trials, separate)
     calibration = (
-        calibrate(probes) if not probes.empty and "digit" in set(probes["target"]) else None
+        calibrate(usable(probes)) if not probes.empty and "digit" in set(probes["target"]) else None
     )
     return calibration, verdicts
 

@@ -35,6 +35,7 @@ from analysis.groups import groups_table
 from analysis.parquet import to_table
 from analysis.trials import FINISHED, Trial
 from headsweep import metrics as M
+from headsweep.health import USABLE, assess
 
 HEAD_KEY = "model.head.name"
 DESCRIPTIONS = {
@@ -75,6 +76,15 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def health_of(t: Trial) -> str | None:
+    """A finished trial's training health (headsweep.health.assess: "ok", the reasons it did
+    not train, or "not measured" for a trial stored before health was recorded); None for a
+    trial that did not finish."""
+    if t.status != FINISHED or t.record is None:
+        return None
+    return assess(t.record.metrics)
+
+
 def trials_rows(sweep: str, trials: list[Trial]) -> list[dict[str, Any]]:
     rows = []
     for t in trials:
@@ -82,6 +92,7 @@ def trials_rows(sweep: str, trials: list[Trial]) -> list[dict[str, Any]]:
             "sweep": sweep,
             "trial_id": t.trial_id,
             "status": t.status,
+            "health": health_of(t),
             "error": t.error or None,
             "mlflow_run_id": t.run_id or None,
             "epochs_done": t.epochs_done,
@@ -112,6 +123,7 @@ def probes_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[di
                         "sweep": sweep,
                         "trial_id": t.trial_id,
                         "seed": t.seed,
+                        "health": health_of(t),
                         **{k: t.config.get(k) for k in settings},
                         "target": target,
                         "tap": probe.tap,
@@ -124,6 +136,14 @@ def probes_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[di
                     }
                 )
     return rows
+
+
+def usable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of trials that trained (headsweep.health.USABLE; docs/science.md §11): what
+    gap tables and verdicts average. A table stored before health was recorded is all usable."""
+    if "health" not in frame:
+        return frame
+    return frame[frame["health"].isin(USABLE) | frame["health"].isna()]
 
 
 def gaps_frame(probes: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
@@ -234,6 +254,7 @@ def build_tables(
         {
             **base,
             "status": pa.string(),
+            "health": pa.string(),
             "error": pa.string(),
             "mlflow_run_id": pa.string(),
             "epochs_done": pa.int64(),
@@ -250,6 +271,7 @@ def build_tables(
         {
             **base,
             "seed": pa.int64(),
+            "health": pa.string(),
             **setting_types,
             "target": pa.string(),
             "tap": pa.string(),
@@ -262,7 +284,9 @@ def build_tables(
         },
         described("probes"),
     )
-    gaps = gaps_frame(probes.to_pandas(), settings)
+    gaps = gaps_frame(
+        usable(probes.to_pandas()), settings
+    )  # a trial that did not train: shown, never averaged
     stat_types = {
         c: pa.float64() for c in gaps.columns if c.endswith(("_mean", "_std", "_low", "_high"))
     }

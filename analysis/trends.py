@@ -22,11 +22,13 @@ from analysis.paired import (
     trained_rows,
     untrained_rows,
 )
+from analysis.tables import usable
 from analysis.trends_synthetic import SYNTHETIC_CHECKS
 from analysis.verdicts import (
     FAILED,
     HEAD,
     HELD,
+    INCONCLUSIVE,
     P_DROP,
     Calibration,
     Claim,
@@ -376,4 +378,19 @@ def check(
     """The verdicts of every check that applies to a sweep of `experiment`. `calibration`: the
     control trained before the sweep, used when the sweep holds no control of its own."""
     checks = CHECKS.get(experiment)
-    return checks(probes, trials, calibration) if checks and not probes.empty else []
+    if not checks or probes.empty:
+        return []
+    verdicts = checks(usable(probes), usable(trials), calibration)
+    if len(usable(trials)) == len(trials):
+        return verdicts
+    # A comparison that a trial which did not train would have entered (its evidence differs
+    # with the trial in) is inconclusive, naming it (docs/science.md §11).
+    unhealthy = trials.drop(usable(trials).index)
+    named = "; ".join(f"{r.trial_id} ({r.health})" for r in unhealthy.itertuples())
+    with_all = {v.name: v for v in checks(probes, trials, calibration)}
+    return [
+        v
+        if v.name not in with_all or with_all[v.name].evidence == v.evidence
+        else Verdict(v.name, INCONCLUSIVE, v.evidence, f"trials that did not train: {named}")
+        for v in verdicts
+    ]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from headsweep import metrics as M
 
@@ -133,3 +133,32 @@ __all__ = [
     "uniformity",
     "view_taps",
 ]
+
+
+# Dead features (headsweep.health, docs/science.md §11): a channel with no variance over the
+# training set, a filter under 1% of its layer's largest.
+CHANNEL_FLOOR = 1e-6  # a channel's std under this share of the mean channel's std is dead
+FILTER_FLOOR = 0.01
+
+
+def dead_channel_share(features: Tensor) -> float:
+    """The share of feature channels (columns of (n, d)) whose standard deviation over the
+    rows is ~0 (under CHANNEL_FLOOR of the mean channel's)."""
+    std = features.float().std(dim=0)
+    scale = float(std.mean())
+    if not math.isfinite(scale) or scale == 0:
+        return 1.0
+    return float((std < CHANNEL_FLOOR * scale).float().mean())
+
+
+def dead_filter_share(encoder: nn.Module) -> float:
+    """The largest share, over the encoder's convolution and linear layers, of output filters
+    whose weight norm is under FILTER_FLOOR of that layer's largest filter norm."""
+    worst = 0.0
+    for module in encoder.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear) and module.weight.shape[0] > 1:
+            norms = module.weight.detach().float().flatten(1).norm(dim=1)
+            top = float(norms.max())
+            share = 1.0 if top == 0 else float((norms < FILTER_FLOOR * top).float().mean())
+            worst = max(worst, share)
+    return worst

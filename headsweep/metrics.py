@@ -73,6 +73,9 @@ FAMILIES: dict[str, Family] = {
     "gap_summary": Family("gap/{target}/{stat}", description="max / mean of a gap table"),
     "best": Family("pre/{target}/{stat}", description="best pre accuracy of a gap table"),
     "trials": Family("trials/{stat}", description="trials of a sweep by status"),
+    "health": Family(
+        "health/{stat}", description="did the trial train (headsweep.health, docs/science.md §11)"
+    ),
 }
 _PATTERNS = [(kind, family.pattern) for kind, family in FAMILIES.items()]
 PROBE_KINDS = ("probe", "online", "linear", "knn")  # accuracy per target and tap, with a gap
@@ -127,6 +130,14 @@ THROUGHPUT = "train/images_per_s"  # views per second through forward + backward
 EPOCH_TIME = "train/epoch_s"
 STEPS = "train/steps"  # optimiser steps so far: budgets compare in steps, not epochs (§9)
 STEP = "train/step"  # the synthetic model's step at a progress report
+GRAD_NORM_MAX = "train/grad_norm_max"  # the epoch's largest finite gradient norm of a step
+NONFINITE_STEPS = "train/nonfinite_steps"  # the epoch's steps with a non-finite gradient norm
+# Training health at the end of a trial (headsweep.health).
+HEALTH_LOSS_RATIO = "health/loss_ratio"  # final loss / a constant head's loss
+HEALTH_GRAD_MAX = "health/grad_norm_max"  # the largest finite gradient norm of any step
+HEALTH_NONFINITE = "health/nonfinite_steps"  # steps with a non-finite gradient norm
+HEALTH_DEAD_CHANNELS = "health/dead_channels"  # share of encoder channels with no variance
+HEALTH_DEAD_FILTERS = "health/dead_filters"  # worst encoder layer's share of dead filters
 SLOPE = "synthetic/slope"  # log-log slope of pre against post feature weight (T1: 0.5)
 BALANCEDNESS = "synthetic/balancedness"  # ||W1 W1^T - W2^T W2||_F / ||W1 W1^T||_F
 OPTIMAL_LOSS = "synthetic/optimal_loss"  # closed-form minimum of the linear model

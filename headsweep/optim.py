@@ -145,3 +145,11 @@ def build_scheduler(
     cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg, steps_per_epoch, epochs))
+
+
+def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
+    """The total L2 norm of the parameters' gradients, on their device (no sync)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))

@@ -30,11 +30,13 @@ from headsweep.atomic import write_with
 from headsweep.backbones import build_backbone
 from headsweep.config import TrialConfig, ViewConfig
 from headsweep.data import Dataset, Split, load_dataset
+from headsweep.diagnostics import dead_channel_share, dead_filter_share
 from headsweep.frozen_eval import FrozenEvaluation
 from headsweep.heads import build_head
+from headsweep.health import constant_loss, final_measures
 from headsweep.linear_eval import linear_eval
 from headsweep.losses import LOSSES, nt_xent
-from headsweep.optim import build_optimizer, build_scheduler
+from headsweep.optim import build_optimizer, build_scheduler, gradient_norm
 from headsweep.probes import extract, fit_probes, frozen, ridge_accuracy
 from headsweep.regularizers import bottleneck_metrics, matrix_mutual_information
 from headsweep.views import augment, clean_view, two_views
@@ -157,6 +159,7 @@ class _Trial:
         # What the frozen features show besides the probe rows (kNN, diagnostics, few-shot
         # curve, worst-group accuracy) and the seconds each part took.
         self.extras = FrozenEvaluation(cfg, data, device, max(self.batch_size, 256))
+        self.health: dict[str, float] = {}  # headsweep.health's measures, after the probes
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -181,6 +184,10 @@ class _Trial:
         order = torch.randperm(len(self.data.train), generator=state.generator, device=self.device)
         every = cfg.train.metrics_every
         sums = torch.zeros(2, device=self.device)  # loss, total: every step
+        # training health (headsweep.health): largest finite gradient norm, non-finite steps
+        grad_max = torch.zeros((), device=self.device)
+        nonfinite = torch.zeros((), device=self.device)
+        parameters = [p for p in model.parameters() if p.requires_grad]
         mi_sums = torch.zeros(3, device=self.device)  # mi, mi_lower, mi_upper: every k-th step
         start = time.perf_counter()
         for step in range(self.steps_per_epoch):
@@ -201,6 +208,10 @@ class _Trial:
                 )
             state.optimizer.zero_grad(set_to_none=True)
             total.backward()
+            norm = gradient_norm(parameters)
+            finite = torch.isfinite(norm)
+            grad_max = torch.maximum(grad_max, torch.where(finite, norm, 0.0))
+            nonfinite += (~finite).float()
             state.optimizer.step()
             state.scheduler.step()
             sums += torch.stack([loss.detach(), total.detach()])
@@ -219,7 +230,9 @@ class _Trial:
             mi_sums += torch.stack([mi["mi"], mi["mi_lower"], mi["mi_upper"]])
         sampled = -(-self.steps_per_epoch // every)  # steps 0, k, 2k, ... < steps_per_epoch
         # The epoch's single device sync.
-        means = torch.cat([sums / self.steps_per_epoch, mi_sums / sampled]).tolist()
+        means = torch.cat(
+            [sums / self.steps_per_epoch, mi_sums / sampled, torch.stack([grad_max, nonfinite])]
+        ).tolist()
         seconds = time.perf_counter() - start
         if not all(math.isfinite(v) for v in means[:2]):
             raise FloatingPointError(
@@ -233,11 +246,21 @@ class _Trial:
             M.MI: means[2],
             M.MI_LOWER: means[3],
             M.MI_UPPER: means[4],
+            M.GRAD_NORM_MAX: means[5],
+            M.NONFINITE_STEPS: means[6],
             M.LR: state.scheduler.get_last_lr()[0],
             M.THROUGHPUT: 2 * self.steps_per_epoch * self.batch_size / seconds,
             M.EPOCH_TIME: seconds,
             M.STEPS: (state.epoch + 1) * self.steps_per_epoch,
         }
+
+    def constant_loss(self) -> float:
+        """What a head mapping every input to one vector would score (headsweep.health)."""
+        loss = self.cfg.loss
+        classes = self.data.classes.get(loss.target, 1) if loss.target else 1
+        return constant_loss(
+            loss.name, self.batch_size, self.model.head.out_dim, classes, loss.scale
+        )
 
     def features(self, split: Split) -> dict[str, Tensor]:
         g = torch.Generator(self.device).manual_seed(self.cfg.data.seed)  # fixed vector noise
@@ -289,6 +312,12 @@ class _Trial:
             self.cfg.train.seed,
         )
         self.extras.after_probes(self.model, self.encode, train_features, test_features, results)
+        self.health = final_measures(
+            self.state.history,
+            self.constant_loss(),
+            dead_channel_share(train_features["pre"]),
+            dead_filter_share(self.model.backbone),
+        )
         le = self.cfg.probe.linear_eval
         if le.epochs and self.data.kind == "image":
             # solo-learn's CIFAR linear views: resized crop + flip, no colour ops.
@@ -361,6 +390,7 @@ def pretrain(
         final[M.linear_eval(row["target"], row["tap"])] = row["accuracy"]
     probes += linear
     final.update(trial.extras.metrics)
+    final.update(trial.health)
     for target in data.classes:
         if M.probe(target, "pre") in final:
             final[M.probe(target, "gap")] = (

@@ -11,6 +11,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
+from headsweep.health import USABLE, assess
 from sweeps.trial_logger import run_name, trial_error_text
 
 _DONE, _FAILED, _RUNNING = "TERMINATED", "ERROR", "RUNNING"
@@ -60,6 +61,9 @@ class Progress(tune.Callback):
             score = f"  {self.metric}={_fmt(result[self.metric])}"
             if self.partner in result:
                 score += f" post={_fmt(result[self.partner])}"
+        health = assess(result)
+        if health not in USABLE:  # docs/science.md §11: shown, never averaged
+            score += f"  DID NOT TRAIN: {health}"
         self._print(f"done    {self._label(trial)}{score}")
 
     def on_trial_error(

@@ -33,6 +33,7 @@ ROLE = "headsweep.role"
 TRIAL_ID = "headsweep.trial_id"
 PARENT = "mlflow.parentRunId"
 ERROR = "headsweep.error"
+HEALTH = "headsweep.health"  # a finished trial's training health (headsweep.health.assess)
 END_REASON = "headsweep.end_reason"  # why the driver ended the parent run (FAILED/KILLED)
 # MLflow 3 opens an experiment without this tag on its GenAI traces page; with it, on the runs
 # table (the value the UI's "Model training" switch writes; mlflow/server/js, workflowType).

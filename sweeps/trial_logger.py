@@ -21,9 +21,10 @@ from ray.tune.experiment import Trial
 
 from headsweep import metrics as M
 from headsweep.configtree import POINT, VARIANT, flatten, resolve
+from headsweep.health import UNMEASURED, assess
 from headsweep.record import CONFIG_FILE, FILE
 from sweeps.names import tag_equals
-from sweeps.tracking import ERROR, MAX_TAG, PARENT, ROLE, SWEEP, TRIAL_ID, log_params
+from sweeps.tracking import ERROR, HEALTH, MAX_TAG, PARENT, ROLE, SWEEP, TRIAL_ID, log_params
 from trainables import TRAINABLES
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ class MLflowTrialLogger(tune.Callback):
     ) -> None:
         run_id = self.run_id(trial)
         self._log_record(run_id, trial)
+        health = assess(trial.last_result or {})
+        if health != UNMEASURED:
+            self.client.set_tag(run_id, HEALTH, health[:MAX_TAG])
         self.client.set_terminated(run_id, "FINISHED")
 
     def _log_record(self, run_id: str, trial: Trial) -> None:
