@@ -62,3 +62,11 @@ def seed_slopes(frame: pd.DataFrame, axis: str, value: str, log_x: bool = False)
         if len(np.unique(x)) >= 2:
             slopes.append(float(np.polyfit(x, y, 1)[0]))
     return interval(slopes)
+
+
+def main_target(probes: pd.DataFrame) -> str:
+    """The target a sweep's image trends are judged on: the digit where there is one."""
+    targets = set(probes["target"])
+    if "digit" in targets:
+        return "digit"
+    return "object" if "object" in targets else sorted(targets)[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 
 from analysis.paired import (
@@ -23,6 +22,7 @@ from analysis.paired import (
     untrained_rows,
 )
 from analysis.tables import usable
+from analysis.trends_bottleneck import bottleneck_checks
 from analysis.trends_synthetic import SYNTHETIC_CHECKS
 from analysis.verdicts import (
     FAILED,
@@ -35,7 +35,7 @@ from analysis.verdicts import (
     Verdict,
     above,
     below,
-    calibrate,
+    calibration_guard,
     ceiling_guard,
     clear_margin,
     comparable,
@@ -46,21 +46,9 @@ from analysis.verdicts import (
     not_worse,
     seeds_guard,
 )
-from headsweep import metrics as M
 
 KAPPA = "model.head.kappa"
 WEIGHT_DECAY = "optim.weight_decay"
-
-
-def _calibration_guard(probes: pd.DataFrame, separate: Calibration | None = None) -> list[str]:
-    """Digit experiments need a control that learned the digit (§9): the sweep's own control
-    (head none, p_drop 0) when it has one, else `separate`, the same control trained on its own
-    before the sweep (`headsweep calibrate`, as `headsweep reproduce` does for the sweeps whose
-    grid holds no control: weight decay, the bottleneck heads)."""
-    if "digit" not in set(probes["target"]):
-        return []
-    own = calibrate(probes, ["digit"])
-    return separate.guard() if own.ok is None and separate is not None else own.guard()
 
 
 def t6_gap_grows_with_drop_rate(
@@ -84,7 +72,7 @@ def t6_gap_grows_with_drop_rate(
     guards = [
         *seeds_guard(len(g) for g in gaps.values()),
         *ceiling_guard(means, ["pre", "post"], "digit probe"),
-        *_calibration_guard(probes, calibration),
+        *calibration_guard(probes, calibration),
     ]
     # "small" (§10): the interval within ±3 points, or the gap under a third of the largest
     # gap with intervals that do not overlap
@@ -120,7 +108,7 @@ def t7_gap_shrinks_with_weight_decay(
     guards = [
         *seeds_guard(len(g) for g in gaps.values()),
         *ceiling_guard(means, ["pre", "post"], "digit probe"),
-        *_calibration_guard(probes, calibration),
+        *calibration_guard(probes, calibration),
     ]
     # one seed has no interval: the seeds guard says why, not a gap that is not there
     if decays and ivs[decays[0]].n >= 2 and not above(ivs[decays[0]]):
@@ -152,7 +140,7 @@ def t8_reweighting(probes: pd.DataFrame, calibration: Calibration | None = None)
     guards = [
         *seeds_guard([len(mlp), *(len(g) for g in gaps.values())]),
         *ceiling_guard(trained.groupby([HEAD, KAPPA])[["pre", "post"]].mean(), ["pre"], "digit"),
-        *_calibration_guard(probes, calibration),
+        *calibration_guard(probes, calibration),
     ]
     if not kappas:
         guards.append("no kappa > 1 in the sweep")
@@ -195,120 +183,13 @@ def t9_fine_gap(
     guards = [
         *seeds_guard(iv.n for iv in ivs.values()),
         *(ceiling_guard(by_loss, ["pre"], target) if losses else ["no trials"]),
-        *_calibration_guard(probes, calibration),
+        *calibration_guard(probes, calibration),
     ]
     conditions = [(f"{loss} gap by a clear margin", clear_margin(iv)) for loss, iv in ivs.items()]
     evidence = f"{head}, {target}: " + "; ".join(f"{k}: gap {iv.text()}" for k, iv in ivs.items())
     if len(control):
         evidence += f"; untrained encoder gap {control.mean() * 100:+.1f} pts"
     return judge("T9", conditions, evidence, guards)
-
-
-def _by_method(trials: pd.DataFrame, target: str) -> pd.DataFrame:
-    """Finished trials labelled baseline / MI λ=… / discrete L=… / topk_sae k/d=…."""
-    frame = trials[trials["status"] == "finished"].copy()
-    k = frame["model.head.k_per_dim"] if "model.head.k_per_dim" in frame else frame[HEAD]
-    frame["method"] = np.select(
-        [frame[HEAD] == "discrete", frame[HEAD] == "topk_sae", frame["loss.mi_lambda"] > 0],
-        [
-            "discrete L=" + frame["model.head.levels"].astype(str),
-            "topk_sae k/d=" + k.astype(str),
-            "MI λ=" + frame["loss.mi_lambda"].astype(str),
-        ],
-        "baseline",
-    )
-    frame["pre"] = frame[M.probe(target, "pre")]
-    frame["seed"] = frame["train.seed"]
-    return frame
-
-
-def t10_mi_regulariser(
-    trials: pd.DataFrame, target: str, probes=None, calibration: Calibration | None = None
-) -> Verdict:
-    """T10: every lambda > 0 ends with a lower logged I2 than lambda = 0 (paired interval below
-    0) and its pre accuracy is not worse than the baseline's by more than 3 points."""
-    frame = _by_method(trials, target)
-    base = frame[frame["method"] == "baseline"].set_index("seed")
-    conditions, parts, counts = [], [], [len(base)]
-    for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
-        group = group.set_index("seed")
-        d_mi = paired_diff(group[M.MI], base[M.MI])
-        d_acc = paired_diff(group["pre"], base["pre"])
-        counts.append(d_mi.n)
-        conditions += [
-            (f"{method} lowers I₂", below(d_mi)),
-            (f"{method} keeps {target} accuracy", not_worse(d_acc)),
-        ]
-        parts.append(f"{method}: ΔI₂ {d_mi.text(1, '', 3)}, Δ{target} pre {d_acc.text()}")
-    guards = [
-        *seeds_guard(counts),
-        *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),
-        *(_calibration_guard(probes, calibration) if probes is not None else []),
-    ]
-    if not parts:
-        guards.append("no MI regulariser trials")
-    return judge("T10", conditions, "; ".join(parts), guards)
-
-
-def t11_structural_bottlenecks(
-    trials: pd.DataFrame, target: str, probes=None, calibration: Calibration | None = None
-) -> Verdict:
-    """T11: the discrete and top-k SAE heads reach the baseline's pre accuracy (not worse by
-    more than 3 points), and their mean gain over the baseline is not below the MI
-    regulariser's mean gain by more than 3 points (paired over seeds)."""
-    frame = _by_method(trials, target)
-    base = frame[frame["method"] == "baseline"].set_index("seed")["pre"]
-    gains: dict[str, pd.Series] = {}
-    for method, group in frame[frame["method"] != "baseline"].groupby("method"):
-        pre = group.set_index("seed")["pre"]
-        seeds = pre.index.intersection(base.index)
-        gains[method] = pre.loc[seeds] - base.loc[seeds]
-    structural = {m: g for m, g in gains.items() if not m.startswith("MI")}
-    mi = {m: g for m, g in gains.items() if m.startswith("MI")}
-    conditions = [
-        (f"{m} reaches the baseline", not_worse(interval(g))) for m, g in structural.items()
-    ]
-    parts = [f"{m}: Δ{target} pre {interval(g).text()}" for m, g in gains.items()]
-    guards = [
-        *seeds_guard([len(base), *(len(g) for g in gains.values())]),
-        *ceiling_guard(frame.groupby("method")[["pre"]].mean(), ["pre"], target),
-        *(_calibration_guard(probes, calibration) if probes is not None else []),
-    ]
-    if structural and mi:
-        versus = interval(
-            (pd.concat(structural, axis=1).mean(axis=1) - pd.concat(mi, axis=1).mean(axis=1))
-            .dropna()
-            .to_numpy()
-        )
-        conditions.append(("structural gain at least the MI term's", not_worse(versus)))
-        parts.append(f"structural - MI mean gain {versus.text()}")
-    else:
-        guards.append("needs both structural and MI variants")
-    return judge("T11", conditions, "; ".join(parts), guards)
-
-
-def t12_encoder_beats_projector(
-    probes: pd.DataFrame, target: str, calibration: Calibration | None = None
-) -> Verdict:
-    """T12: encoder (pre) features beat projector (post) features on the standard probe: the
-    gap's interval lies above 0 for every head other than `none`."""
-    wide = trained_rows(paired(probes, target))
-    wide = wide[wide[HEAD] != "none"]
-    heads = sorted(set(wide[HEAD]))
-    ivs = {h: interval(by_seed(wide[wide[HEAD] == h], "gap").to_numpy()) for h in heads}
-    guards = [
-        *seeds_guard(iv.n for iv in ivs.values()),
-        *ceiling_guard(wide.groupby(HEAD)[["pre", "post"]].mean(), ["pre", "post"], target),
-        *_calibration_guard(probes, calibration),
-    ]
-    if not heads:
-        guards.append("no head other than none")
-    conditions = [(f"{h}: pre > post", above(iv)) for h, iv in ivs.items()]
-    evidence = f"{target} gap " + ", ".join(f"{h}: {iv.text()}" for h, iv in ivs.items())
-    return judge("T12", conditions, evidence, guards)
-
-
-# --------------------------------------------------------------------------- per experiment
 
 
 def _varies(frame: pd.DataFrame, column: str) -> bool:
@@ -324,24 +205,6 @@ def _digits(probes: pd.DataFrame, trials: pd.DataFrame, cal: Calibration | None)
     if _varies(headed, WEIGHT_DECAY):
         return [t7_gap_shrinks_with_weight_decay(probes, calibration=cal)]
     return []  # the strength profile: reported as a table, no trend in §6
-
-
-def main_target(probes: pd.DataFrame) -> str:
-    targets = set(probes["target"])
-    if "digit" in targets:
-        return "digit"
-    return "object" if "object" in targets else sorted(targets)[0]
-
-
-def _bottleneck(
-    probes: pd.DataFrame, trials: pd.DataFrame, cal: Calibration | None
-) -> list[Verdict]:
-    target = main_target(probes)
-    return [
-        t10_mi_regulariser(trials, target, probes, cal),
-        t11_structural_bottlenecks(trials, target, probes, cal),
-        t12_encoder_beats_projector(probes, target, cal),
-    ]
 
 
 def _fine(probes: pd.DataFrame, trials: pd.DataFrame, cal: Calibration | None) -> list[Verdict]:
@@ -365,7 +228,7 @@ CHECKS: dict[str, Checks] = {
     "xue_digits": _digits,
     "xue_reweight": lambda probes, trials, cal: [t8_reweighting(probes, cal)],
     "xue_coarse_fine": _fine,
-    "ouyang_bottleneck": _bottleneck,
+    "ouyang_bottleneck": bottleneck_checks,
 }
 
 

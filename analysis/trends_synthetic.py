@@ -16,7 +16,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.verdicts import (
+    FAILED,
+    HELD,
+    INCONCLUSIVE,
     MARGIN,
+    Claim,
     Verdict,
     above,
     below,
@@ -173,15 +177,27 @@ def t5_sign_flip(probes: pd.DataFrame, feature: int = 0) -> Verdict:
     """T5: with the sign-flip augmentation on feature j, its probe is well above chance pre (a
     clear margin over 0.5 and a mean above 0.75) and near chance post (comparable to 0.5)."""
     rows = probes[(probes["target"] == f"feature{feature}") & probes["tap"].isin(["pre", "post"])]
+    if "sign_flip" not in rows or rows.empty:  # one value for every trial: not a setting
+        return judge("T5", [], "no sign_flip setting in the sweep", ["sign_flip not swept"])
     flipped = rows[_lists(rows, "sign_flip").map(lambda v: feature in v)]
     wide = flipped.pivot_table(index="trial_id", columns="tap", values="accuracy")
+    if wide.empty:
+        return judge(
+            "T5", [], f"no trial flips feature {feature}", [f"feature {feature} not flipped"]
+        )
     pre, post = interval(wide["pre"] - 0.5), interval(wide["post"] - 0.5)
+    # "well above chance": a clear margin over 0.5 and a mean above 0.75; excluded when the
+    # interval lies wholly under 0.75
+    well_above = Claim(
+        HELD
+        if pre.low > MARGIN and pre.mean > 0.25
+        else FAILED
+        if pre.high < 0.25
+        else INCONCLUSIVE
+    )
     return judge(
         "T5",
-        [
-            ("pre well above chance", pre.mean + 0.5 > 0.75 and pre.low > MARGIN),
-            ("post near chance", comparable(post)),
-        ],
+        [("pre well above chance", well_above), ("post near chance", comparable(post))],
         f"feature {feature} flipped: pre - chance {pre.text()}, post - chance {post.text()}",
         seeds_guard([len(wide)]),
     )
@@ -199,19 +215,26 @@ def e5_probe_gap_near_one(trials: pd.DataFrame, phi: list[float]) -> Verdict:
     single-feature drop p >= 0.95 (no weight decay, the sweep's phi), the probe gap of that
     feature, pre - post of the same model, has its paired 95% interval over seeds above 0.
     The claim is a direction (pre keeps the feature better), not a size, so the condition is
-    "above", not "clear margin". Inconclusive when any such trial's post weights are not all
-    within 5% of the closed-form optimum (not converged: the gap of a model still leaving the
-    saddle says nothing about the optimum the theory describes), when a probe sits at the
-    ceiling, or with fewer than three seeds."""
+    "above", not "clear margin"; and the gap grows with p (the per-seed slope of the gap over
+    the judged drops lies above 0). Each probe accuracy is the mean over the trial's
+    `probe_draws` draws of labelled points (the expectation, not one draw's noise).
+    Inconclusive when any such trial's post weights are not all within 5% of the closed-form
+    optimum (not converged: the gap of a model still leaving the saddle says nothing about the
+    optimum the theory describes), when a probe sits at the ceiling, or with fewer than three
+    seeds."""
     frame = _synthetic(trials, phi=phi, wd=0.0)
     near = [d for d in _single_drops(frame) if max(d) >= NEAR_ONE]
     if not near:
         return judge("E5", [], "no trials", [f"no single-feature drop p >= {NEAR_ONE:g}"])
-    conditions, parts, counts, guards, errors = [], [], [], [], []
+    conditions: list[tuple[str, Claim | bool]] = []
+    parts, counts, guards, errors = [], [], [], []
+    by_p: dict[tuple[int, float], pd.Series] = {}  # (feature, p) -> gap by seed
     for drop in near:
         j, p = int(np.argmax(drop)), max(drop)
         rows = _synthetic(frame, drop=list(drop))
-        gap = interval(rows[M.probe(f"feature{j}", "gap")].to_numpy(dtype=float))
+        gaps = rows.set_index("seed")[M.probe(f"feature{j}", "gap")].astype(float)
+        by_p[(j, p)] = gaps.groupby(level=0).mean()
+        gap = interval(gaps.to_numpy())
         # Trials recorded before the closed-form errors were (or with a NaN) count as unknown.
         error = rows.get(POST_ERROR, pd.Series(np.nan, index=rows.index)).astype(float)
         pre_error = rows.get(PRE_ERROR, pd.Series(np.nan, index=rows.index)).astype(float)
@@ -224,6 +247,17 @@ def e5_probe_gap_near_one(trials: pd.DataFrame, phi: list[float]) -> Verdict:
         )
         taps = [M.probe(f"feature{j}", tap) for tap in ("pre", "post")]
         guards += ceiling_guard(rows[taps].mean().to_frame().T, taps, f"feature {j} probe")
+    # E5's stronger half ([X] §3): the gap grows with p, per seed over the judged drops of
+    # each feature (a slope above 0)
+    for j in sorted({j for j, _ in by_p}):
+        ps = sorted(p for f, p in by_p if f == j)
+        if len(ps) < 2:
+            continue
+        table = pd.DataFrame({p: by_p[(j, p)] for p in ps}).dropna()
+        slopes = [float(np.polyfit(ps, row.to_numpy(), 1)[0]) for _, row in table.iterrows()]
+        slope = interval(slopes)
+        conditions.append((f"feature {j}: the gap grows with p", above(slope)))
+        parts.append(f"feature {j}: slope of the gap per unit p {slope.text()}")
     if max(errors) == math.inf:
         guards.append(f"no closed-form error recorded ({POST_ERROR}): cannot tell convergence")
     elif max(errors) > CONVERGED:

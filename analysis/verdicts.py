@@ -265,3 +265,14 @@ def calibrate(probes: pd.DataFrame, targets: Sequence[str] | None = None) -> Cal
     text = ", ".join(f"{t} {m:.3f}" for t, m in means.items())
     evidence = f"control pre probe over {seeds} trial(s): {text}"
     return Calibration(not problems, evidence, tuple(problems))
+
+
+def calibration_guard(probes: pd.DataFrame, separate: Calibration | None = None) -> list[str]:
+    """Digit experiments need a control that learned the digit (§9): the sweep's own control
+    (head none, p_drop 0) when it has one, else `separate`, the same control trained on its own
+    before the sweep (`headsweep calibrate`, as `headsweep reproduce` does for the sweeps whose
+    grid holds no control: weight decay, the bottleneck heads)."""
+    if "digit" not in set(probes["target"]):
+        return []
+    own = calibrate(probes, ["digit"])
+    return separate.guard() if own.ok is None and separate is not None else own.guard()

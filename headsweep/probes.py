@@ -112,24 +112,24 @@ def ridge_accuracy(
 def ridge_predict(
     x_train: Tensor, y_train: Tensor, x_test: Tensor, classes: int, penalty: float
 ) -> Tensor:
-    """The classes `ridge_accuracy`'s probe predicts for x_test: int64 (n_test,)."""
+    """The classes `ridge_accuracy`'s probe predicts for x_test: int64 (n_test,). Leading batch
+    dimensions fit independent probes at once: x_train (..., n, d), y_train (..., n), x_test
+    (n_test, d) or (..., n_test, d) -> (..., n_test)."""
     x, xt = x_train.double(), x_test.double()
-    mean = x.mean(0)
+    mean = x.mean(-2, keepdim=True)
     x, xt = x - mean, xt - mean
     y = F.one_hot(y_train, classes).double()
-    prior = y.mean(0)  # the intercept: class frequencies, unpenalised
+    prior = y.mean(-2, keepdim=True)  # the intercept: class frequencies, unpenalised
     y = y - prior
-    n, d = x.shape
+    n, d = x.shape[-2:]
     reg = penalty * n + 1e-10
     if d <= n:
-        w = torch.linalg.solve(
-            x.T @ x + reg * torch.eye(d, dtype=x.dtype, device=x.device), x.T @ y
-        )
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        w = torch.linalg.solve(x.mT @ x + reg * eye, x.mT @ y)
     else:
-        w = x.T @ torch.linalg.solve(
-            x @ x.T + reg * torch.eye(n, dtype=x.dtype, device=x.device), y
-        )
-    return (xt @ w + prior).argmax(1)
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        w = x.mT @ torch.linalg.solve(x @ x.mT + reg * eye, y)
+    return (xt @ w + prior).argmax(-1)
 
 
 # --------------------------------------------------------------------------- sas

@@ -50,7 +50,7 @@ from torch import Tensor
 from headsweep import metrics as M
 from headsweep.data.synthetic import embed, feature_views
 from headsweep.losses import spectral_contrastive
-from headsweep.probes import ridge_accuracy
+from headsweep.probes import ridge_predict
 from headsweep.synthetic_config import SyntheticConfig, SyntheticResult
 
 log = logging.getLogger(__name__)
@@ -116,17 +116,23 @@ def theory_post_weight(cfg: SyntheticConfig) -> tuple[tuple[float, ...], float]:
 # --------------------------------------------------------------------------- measurements
 
 
+PROBE_DRAWS_SEED = 1_000_003  # offset of the probe draws' generator from the trial's seed
+
+
 def _sign_probe(
     train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor, penalty: float
 ) -> float:
     """Few-shot probe for sign(z_k): the one closed-form ridge probe of `headsweep.probes` on the
-    two classes. With two classes it is ridge on +-1 targets with an unpenalised intercept,
+    two classes, fitted on every draw of labelled points at once (train (draws, n, D), y_train
+    bool (draws, n)) and scored on one test set (test (t, D), y_test (t,)): the mean accuracy
+    over the draws. With two classes it is ridge on +-1 targets with an unpenalised intercept,
     min_w mean((X w + b - y)^2) + penalty ||w||^2, predicting sign(X w + b) (scikit-learn's
     RidgeClassifier with alpha = penalty * n): the argmax of the centred one-hot fit is the sign
-    of the +-1 fit. train: (n, D), y_*: bool (n,). The fixed penalty shrinks directions of small
-    variance hardest, which is what makes the probe see a feature the model has scaled down; a
-    representation whose signal is tiny next to the penalty falls back to the majority class."""
-    return ridge_accuracy(train, y_train.long(), test, y_test.long(), 2, penalty)
+    of the +-1 fit. The fixed penalty shrinks directions of small variance hardest, which is
+    what makes the probe see a feature the model has scaled down; a representation whose signal
+    is tiny next to the penalty falls back to the majority class."""
+    predicted = ridge_predict(train, y_train.long(), test, 2, penalty)
+    return (predicted == y_test.long()).double().mean().item()
 
 
 def _slope(pre: Tensor, post: Tensor) -> float:
@@ -192,6 +198,17 @@ def run(
         cfg.probe_shots + cfg.probe_test, k, generator=generator, device=device, dtype=dtype
     )
     x_probe = embed(z_probe, cfg.phi, cfg.dim, cfg.noise, generator)
+    if cfg.probe_draws > 1:
+        # The other draws of labelled points from a generator of their own, so the model's
+        # initialisation (next on the trial's generator) is the same whatever probe_draws is.
+        draws = torch.Generator(device).manual_seed(PROBE_DRAWS_SEED + cfg.seed)
+        z_more = torch.randn(
+            (cfg.probe_draws - 1) * cfg.probe_shots, k, generator=draws, device=device, dtype=dtype
+        )
+        x_more = embed(z_more, cfg.phi, cfg.dim, cfg.noise, draws)
+        shots = cfg.probe_shots
+        z_probe = torch.cat([z_probe[:shots], z_more, z_probe[shots:]])
+        x_probe = torch.cat([x_probe[:shots], x_more, x_probe[shots:]])
 
     w1 = cfg.init_std * torch.randn(
         cfg.width, cfg.dim, generator=generator, device=device, dtype=dtype
@@ -261,19 +278,20 @@ def run(
             # No closed form: one large fresh batch keeps the minibatch noise of the report small.
             final_loss = float(sampled_loss(2048))
 
-        x_test = x_probe[cfg.probe_shots :]
+        n = cfg.probe_draws * cfg.probe_shots
+        x_test = x_probe[n:]
         pre, post = _feature_weights(cfg, w1, w2, x_test)
         h, f = _forward(cfg, w1, w2, x_probe)
-        n = cfg.probe_shots
         labels = z_probe > 0
-        probe_pre = tuple(
-            _sign_probe(h[:n], labels[:n, j], h[n:], labels[n:, j], cfg.probe_penalty)
-            for j in range(k)
-        )
-        probe_post = tuple(
-            _sign_probe(f[:n], labels[:n, j], f[n:], labels[n:, j], cfg.probe_penalty)
-            for j in range(k)
-        )
+
+        def probe(x: Tensor, j: int) -> float:
+            """The mean accuracy over the draws (each `probe_shots` labelled points)."""
+            train = x[:n].reshape(cfg.probe_draws, cfg.probe_shots, -1)
+            y = labels[:n, j].reshape(cfg.probe_draws, cfg.probe_shots)
+            return _sign_probe(train, y, x[n:], labels[n:, j], cfg.probe_penalty)
+
+        probe_pre = tuple(probe(h, j) for j in range(k))
+        probe_post = tuple(probe(f, j) for j in range(k))
         gram1 = w1 @ w1.T
         balancedness = float((gram1 - w2.T @ w2).norm() / gram1.norm())
         slope = _slope(pre, post)

@@ -60,6 +60,10 @@ class SyntheticConfig:
     # the model scales down is shrunk by the probe (docs/science.md §4.1) [DER].
     probe_penalty: float = 0.1
     probe_test: int = 2000  # held-out points the probe is scored on
+    # Independent draws of the probe's labelled points: the probe accuracy is their mean, the
+    # expectation over draws that E5 judges (one 100-shot draw's sampling noise swamped the
+    # gap at convergence; docs/science.md §10).
+    probe_draws: int = 64
     report_every: int = 0  # call the callback every this many steps (0 = never)
     device: str = "cpu"
 
@@ -136,6 +140,7 @@ class SyntheticConfig:
             "> 0 (an unregularised probe is blind to feature rescaling)",
         )
         check("probe_test", self.probe_test >= 1, ">= 1")
+        check("probe_draws", self.probe_draws >= 1, ">= 1")
         check("report_every", self.report_every >= 0, ">= 0")
         check(
             "device",

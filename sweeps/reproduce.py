@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from analysis.paired import main_target
 from analysis.reproduction import RECORD, Record, load_result, render_block, write_report
-from analysis.trends import main_target
 from headsweep.atomic import write_if_changed
 from sweeps import gpu_cost
 from sweeps.locations import Locations, SweepError

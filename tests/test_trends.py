@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import trends, trends_synthetic, verdicts
+from analysis import trends_bottleneck as tb
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE
 
 JITTER = (0.0, 0.004, -0.003, 0.002)  # per-seed noise, so intervals have a width
@@ -173,20 +174,22 @@ def test_t9_three_outcomes():
 def bottleneck(mi_delta=-0.2, acc_delta=0.01, structural_delta=0.02, seeds=3, base_acc=0.5):
     rows = []
     methods = [
-        ("mlp", 0.0, 0.5, base_acc),
-        ("mlp", 0.5, 0.5 + mi_delta, base_acc + acc_delta),
-        ("discrete", 0.0, 0.4, base_acc + structural_delta),
-        ("topk_sae", 0.0, 0.4, base_acc + structural_delta),
+        ("mlp", 0.0, 0.5, base_acc, 5),
+        ("mlp", 0.5, 0.5 + mi_delta, base_acc + acc_delta, 5),
+        ("discrete", 0.0, 0.4, base_acc + structural_delta - 0.05, 3),
+        ("discrete", 0.0, 0.4, base_acc + structural_delta, 5),
+        ("discrete", 0.0, 0.4, base_acc + structural_delta - 0.03, 8),
+        ("topk_sae", 0.0, 0.4, base_acc + structural_delta, 5),
     ]
     for seed in range(seeds):
-        for head, lam, mi, acc in methods:
+        for head, lam, mi, acc, levels in methods:
             rows.append(
                 {
                     "status": "finished",
                     "train.seed": seed,
                     "model.head.name": head,
                     "loss.mi_lambda": lam,
-                    "model.head.levels": 5,
+                    "model.head.levels": levels,
                     "model.head.k_per_dim": 1.953125,
                     "train/mi": mi + JITTER[seed],
                     "probe/digit/pre": acc + JITTER[seed] * (1 + (head != "mlp")),
@@ -197,50 +200,54 @@ def bottleneck(mi_delta=-0.2, acc_delta=0.01, structural_delta=0.02, seeds=3, ba
 
 def test_t10_three_outcomes():
     calibrated = probes(control())
-    assert outcome(trends.t10_mi_regulariser(bottleneck(), "digit", calibrated)) == HELD
-    higher = trends.t10_mi_regulariser(bottleneck(mi_delta=0.1), "digit", calibrated)
+    assert outcome(tb.t10_mi_regulariser(bottleneck(), "digit", calibrated)) == HELD
+    higher = tb.t10_mi_regulariser(bottleneck(mi_delta=0.1), "digit", calibrated)
     assert outcome(higher) == FAILED and "lowers I₂" in higher.reason
-    lossy = trends.t10_mi_regulariser(bottleneck(acc_delta=-0.08), "digit", calibrated)
-    assert outcome(lossy) == FAILED and "keeps" in lossy.reason
-    assert outcome(trends.t10_mi_regulariser(bottleneck(seeds=2), "digit", calibrated)) == (
+    lossy = tb.t10_mi_regulariser(bottleneck(acc_delta=-0.08), "digit", calibrated)
+    assert outcome(lossy) == FAILED and "raises" in lossy.reason
+    assert outcome(tb.t10_mi_regulariser(bottleneck(seeds=2), "digit", calibrated)) == (
         INCONCLUSIVE
     )
     uncalibrated = probes(control(digit=0.2))
-    assert outcome(trends.t10_mi_regulariser(bottleneck(), "digit", uncalibrated)) == (INCONCLUSIVE)
+    assert outcome(tb.t10_mi_regulariser(bottleneck(), "digit", uncalibrated)) == (INCONCLUSIVE)
 
 
 def test_t11_three_outcomes():
     calibrated = probes(control())
-    assert outcome(trends.t11_structural_bottlenecks(bottleneck(), "digit", calibrated)) == HELD
+    assert outcome(tb.t11_structural_bottlenecks(bottleneck(), "digit", calibrated)) == HELD
     behind = bottleneck(structural_delta=-0.06)
-    assert outcome(trends.t11_structural_bottlenecks(behind, "digit", calibrated)) == FAILED
+    assert outcome(tb.t11_structural_bottlenecks(behind, "digit", calibrated)) == FAILED
     ceiling = bottleneck(base_acc=0.98)
-    assert outcome(trends.t11_structural_bottlenecks(ceiling, "digit", calibrated)) == (
-        INCONCLUSIVE
-    )
+    assert outcome(tb.t11_structural_bottlenecks(ceiling, "digit", calibrated)) == (INCONCLUSIVE)
 
 
-def heads(gap, seeds=3, pre=0.6):
-    rows = control(seeds)
+def heads(gap, seeds=3, pre=0.6, untrained=0.0):
+    """Trained heads (epochs 8) and, beside each, the untrained network of its shape."""
+    rows = [r | {"train.epochs": 8} for r in control(seeds)]
     for seed, head in itertools.product(range(seeds), ("mlp", "discrete")):
-        rows.append(
-            {
-                "seed": seed,
-                "model.head.name": head,
-                "aug.p_drop": 0.0,
-                "pre": pre + JITTER[seed],
-                "post": pre - gap + 2 * JITTER[seed],
-            }
-        )
+        for epochs, g in ((8, gap), (0, untrained)):
+            rows.append(
+                {
+                    "seed": seed,
+                    "model.head.name": head,
+                    "aug.p_drop": 0.0,
+                    "train.epochs": epochs,
+                    "pre": pre + JITTER[seed],
+                    "post": pre - g + 2 * JITTER[seed],
+                }
+            )
     return probes(rows)
 
 
 def test_t12_three_outcomes():
-    assert outcome(trends.t12_encoder_beats_projector(heads(0.05), "digit")) == HELD
-    assert outcome(trends.t12_encoder_beats_projector(heads(-0.02), "digit")) == FAILED
-    assert outcome(trends.t12_encoder_beats_projector(heads(0.05, seeds=2), "digit")) == (
-        INCONCLUSIVE
-    )
+    assert outcome(tb.t12_encoder_beats_projector(heads(0.05), "digit")) == HELD
+    assert outcome(tb.t12_encoder_beats_projector(heads(-0.02), "digit")) == FAILED
+    # beyond the untrained network's own gap, not just above 0
+    assert outcome(tb.t12_encoder_beats_projector(heads(0.05, untrained=0.145), "digit")) == FAILED
+    without = heads(0.05)
+    without = without[without["train.epochs"] > 0]
+    assert "no untrained control" in tb.t12_encoder_beats_projector(without, "digit").reason
+    assert outcome(tb.t12_encoder_beats_projector(heads(0.05, seeds=2), "digit")) == (INCONCLUSIVE)
 
 
 def test_calibration_rule():

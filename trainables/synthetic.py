@@ -45,7 +45,8 @@ def record_of(
 ) -> TrialRecord:
     cfg = result.config
     protocol = (
-        f"ridge(reg={cfg.probe_penalty:g},closed_form,standardize=False,shots={cfg.probe_shots})"
+        f"ridge(reg={cfg.probe_penalty:g},closed_form,standardize=False,shots={cfg.probe_shots},"
+        f"draws={cfg.probe_draws})"
     )
     probes = [
         ProbeRow(tap, target, accuracy, protocol, dim, cfg.probe_shots, cfg.probe_test)
