@@ -125,7 +125,8 @@ def figures_section(paths: list[Path]) -> str:
 def render(summary: Summary) -> str:
     """The page as text (see the module docstring)."""
     title = html.escape(f"{summary.sweep}: pre- vs post-projection probe accuracy")
-    lines = [summary.calibration.line()] if summary.calibration else []
+    lines = [x for x in (summary.unreadable_line(), summary.health_line()) if x]
+    lines += [summary.calibration.line()] if summary.calibration else []
     lines += [v.line() for v in summary.verdicts]
     verdicts = (
         "<h2>Verdicts</h2>\n<ul>\n"

@@ -27,7 +27,7 @@ from analysis.groups import pre_post_lines
 from analysis.parquet import write_table
 from analysis.tables import HEAD_KEY, build_tables, usable
 from analysis.trends import check
-from analysis.trials import FAILED, FINISHED, Trial
+from analysis.trials import FAILED, FINISHED, UNREADABLE, Trial
 from analysis.verdicts import Calibration, Verdict, calibrate
 from headsweep import metrics as M
 from headsweep.atomic import write_if_changed
@@ -51,6 +51,15 @@ class Summary:
     calibration: Calibration | None = None  # digit experiments only
     groups: pd.DataFrame = field(default_factory=pd.DataFrame)  # groups.parquet (may be empty)
     health: dict[str, str] = field(default_factory=dict)  # finished trial id -> its health
+    unreadable: dict[str, str] = field(default_factory=dict)  # trial id -> path and why
+
+    def unreadable_line(self) -> str:
+        """The finished trials whose record no copy of could be read (not analysed)."""
+        if not self.unreadable:
+            return ""
+        return "record unreadable, not analysed: " + "; ".join(
+            f"{t} ({why})" for t, why in self.unreadable.items()
+        )
 
     def health_line(self) -> str:
         """How many finished trials trained (docs/science.md §11), naming those that did not;
@@ -93,7 +102,7 @@ class Summary:
 
     def verdict_text(self) -> str:
         """Calibration and trend verdicts, one line each (empty when none apply)."""
-        lines = [self.health_line()] if self.health_line() else []
+        lines = [x for x in (self.unreadable_line(), self.health_line()) if x]
         lines += [self.calibration.line()] if self.calibration else []
         lines += [v.line() for v in self.verdicts]
         return "".join(f"\n{line}" for line in lines)
@@ -122,8 +131,8 @@ class Summary:
             "95% t-interval.",
             "",
         ]
-        if self.health_line():
-            lines += [f"- {self.health_line()}", ""]
+        for line in (self.unreadable_line(), self.health_line()):
+            lines += [f"- {line}", ""] if line else []
         if self.calibration or self.verdicts:
             if self.calibration:
                 lines.append(f"- {self.calibration.line()}")
@@ -274,6 +283,7 @@ def analyze(
         calibration,
         groups=tables["groups"].to_pandas(),
         health={str(r.trial_id): str(r.health) for r in trials_frame.itertuples() if r.health},
+        unreadable={t.trial_id: t.error or "" for t in trials if t.status == UNREADABLE},
     )
     write_if_changed(directory / "summary.md", summary.markdown().encode())
     write_if_changed(directory / GAPS_CSV, gaps.to_csv(index=False, float_format="%.6g").encode())

@@ -15,7 +15,10 @@ from typing import Any
 from headsweep.record import TrialRecord
 
 FINISHED, FAILED, RUNNING, STOPPED = "finished", "failed", "running", "stopped_early"
-STATUSES = (FINISHED, FAILED, RUNNING, STOPPED)
+# A finished trial whose stored record (and the child run's copy) cannot be read: listed with
+# the path in `error`, never analysed.
+UNREADABLE = "record unreadable"
+STATUSES = (FINISHED, FAILED, RUNNING, STOPPED, UNREADABLE)
 
 
 @dataclass

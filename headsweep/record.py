@@ -26,6 +26,10 @@ class RecordError(ValueError):
     """A record this version cannot read; the message says how to proceed."""
 
 
+class SchemaMismatch(RecordError):
+    """A whole record of another schema version: not damage, another headsweep's record."""
+
+
 @dataclass(frozen=True)
 class ProbeRow:
     """One frozen-feature probe: a tap (pre, a head layer, post) x a label target."""
@@ -143,7 +147,7 @@ class TrialRecord:
     def from_dict(cls, raw: Mapping[str, Any]) -> TrialRecord:
         version = raw.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise RecordError(
+            raise SchemaMismatch(
                 f"trial record schema version {version!r}, this headsweep reads "
                 f"{SCHEMA_VERSION}: analyse the sweep with the headsweep version that ran it, "
                 "or re-run it"

@@ -140,14 +140,14 @@ def _report(outcome: Outcome, loc: Locations, ray_stopping: threading.Thread | N
 def _summarise(outcome: Outcome, loc: Locations) -> int:
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
     print(f"\nsweep {outcome.name}: {counts or 'no trials'} (of {outcome.total})")
-    verdicts = ""
+    verdicts, analysed = "", False
     try:
         from sweeps.results import analyze_sweep  # the analysis stack: after the sweep only
 
         summary = analyze_sweep(outcome.name, loc)
         print(summary.terminal_table(M.probe_target(outcome.metric) or None, verdicts=False))
         print(f"tables and figures: {summary.directory} (every target in summary.md)")
-        verdicts = summary.verdict_text()
+        verdicts, analysed = summary.verdict_text(), not summary.unreadable
     except Exception as exc:  # analysis must never hide the sweep's own outcome
         print(f"analysis failed: {exc} (retry with `headsweep analyze {outcome.name}`)")
     _print_mlflow_hint(loc, outcome)
@@ -162,7 +162,7 @@ def _summarise(outcome: Outcome, loc: Locations) -> int:
             "FAILED runs in MLflow hold the errors"
         )
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if analysed else EXIT_FAILED
 
 
 def _print_mlflow_hint(loc: Locations, outcome: Outcome) -> None:
@@ -240,7 +240,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  best {best['metric']}: {best['value']:.3f}{post} in {best['run']}")
     print(f"  parent run {st['parent_run_id']}, storage {st['storage']}")
     if st["state"] == "crashed":
-        print(f"  its driver is gone (no heartbeat): continue with `headsweep resume {st['name']}`")
+        print(f"  its driver is gone: continue with `headsweep resume {st['name']}`")
     return EXIT_OK
 
 
@@ -266,7 +266,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     summary = analyze_sweep(args.name, loc)
     print(summary.terminal_table())
     print(f"tables and figures: {summary.directory}")
-    return EXIT_OK
+    return EXIT_FAILED if summary.unreadable else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -342,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(COMMANDS).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
+    # No third-party progress bars in a sweep's output (MLflow's "Downloading artifacts") but
+    # with -v; a user's own setting wins.
+    bars = "true" if args.verbose else "false"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", bars)
     try:
         return int(args.fn(args))
     except (SpecError, SweepError, ConnectionError) as exc:

@@ -25,6 +25,7 @@ from ray import tune
 
 from sweeps import cluster
 from sweeps import tuner as T
+from sweeps.atomic_fs import storage_filesystem
 from sweeps.checkpoints import CheckpointPruner, restore_missing
 from sweeps.lifecycle import (
     Outcome,
@@ -253,6 +254,7 @@ def run(
                 run_config=tune.RunConfig(
                     name=name,
                     storage_path=loc.storage,
+                    storage_filesystem=storage_filesystem(loc.storage),
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                     callbacks=_callbacks(spec, name, tracker, experiment_id, parent, quiet, clock),
                     verbose=0,
@@ -344,7 +346,11 @@ def resume(name: str, loc: Locations, address: str | None = None) -> Outcome:
         )
         with driving(tracker, outcome, lock):
             tuner = tune.Tuner.restore(
-                path, trainable=T.trainable(spec), resume_unfinished=True, resume_errored=True
+                path,
+                trainable=T.trainable(spec),
+                resume_unfinished=True,
+                resume_errored=True,
+                storage_filesystem=storage_filesystem(path),
             )
             tuner.fit()
     return outcome

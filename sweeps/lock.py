@@ -3,9 +3,11 @@
 `run` and `resume` hold `<storage>/<sweep>/.headsweep-driver.json` for as long as the driver
 lives. It is created whole and hard-linked into place, which fails when it exists (atomic like
 O_EXCL, on local disks and on NFS alike, so two drivers started at the same moment cannot both
-win), holds who took it (pid, host, command, start time) and is
-rewritten every `interval` seconds. A lock whose heartbeat is older than `MISSED` intervals
-belongs to a dead driver (kill -9, a lost node): `resume` takes it over, `status` reports the
+win), holds who took it (pid, host, the process's identity, command, start time) and is
+rewritten every `interval` seconds. A lock belongs to a dead driver (kill -9, a lost node) when
+its holder ran on this host and that process is gone (or the pid now names another process:
+the identity is the boot id and the process's start time), at once; on another host, when its
+heartbeat is older than `MISSED` intervals. `resume` then takes it over, `status` reports the
 sweep as crashed. Object stores (s3://, gs://) have no O_EXCL; there the lock is
 write-then-read-back, which catches all but a race within one heartbeat.
 
@@ -47,6 +49,29 @@ def heartbeat_interval() -> float:
         return 30.0
 
 
+def process_identity(pid: int) -> str:
+    """What tells a process from a later one with the same pid: this boot's id and the
+    process's start time in clock ticks (/proc); "" where /proc cannot say (not Linux, or no
+    such process)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    return f"{boot}:{fields[19]}"  # field 22 of stat: starttime
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 @dataclass
 class Holder:
     pid: int
@@ -56,12 +81,27 @@ class Holder:
     heartbeat: float
     interval: float
     token: str  # tells our own lock from a successor's after a takeover
+    process: str = ""  # process_identity(pid) when the lock was taken ("" before 2026-12)
 
     def age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.heartbeat
 
+    def gone(self) -> bool:
+        """The holder ran on this host and its process no longer exists (or the pid names a
+        younger process): known at once, without waiting for heartbeats."""
+        if self.host != socket.gethostname():
+            return False
+        if not _alive(self.pid):
+            return True
+        now = process_identity(self.pid)
+        return bool(self.process and now and now != self.process)
+
     def stale(self, now: float | None = None) -> bool:
-        return self.age(now) > MISSED * self.interval
+        return self.gone() or self.age(now) > MISSED * self.interval
+
+    def stale_in(self, now: float | None = None) -> float:
+        """Seconds until the heartbeat rule counts this lock as a dead driver's."""
+        return max(0.0, MISSED * self.interval - self.age(now))
 
     def describe(self, now: float | None = None) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
@@ -109,8 +149,12 @@ class _Store:
         # lock exists (atomic like O_EXCL, also on NFS), and no reader ever sees half a lock.
         tmp = f"{self.path}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        except OSError:
+            os.unlink(tmp)
+            raise
         try:
             os.link(tmp, self.path)
         except FileExistsError:
@@ -125,8 +169,12 @@ class _Store:
                 f.write(text.encode())
             return
         tmp = f"{self.path}.{os.getpid()}.tmp"
-        Path(tmp).write_text(text)
-        os.replace(tmp, self.path)  # readers never see half a heartbeat
+        try:
+            Path(tmp).write_text(text)
+            os.replace(tmp, self.path)  # readers never see half a heartbeat
+        finally:  # a full disk: no half-written temp file stays behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def discard(self, token: str) -> bool:
         """Move a (stale) lock out of the way; only one of several racing takers succeeds."""
@@ -158,7 +206,9 @@ def parse_holder(text: str | None) -> Holder | None:
         return None
     try:
         data = json.loads(text)
-        return Holder(**{k: data[k] for k in Holder.__dataclass_fields__})
+        optional = {"process"}  # absent from locks written before it existed
+        fields = [k for k in Holder.__dataclass_fields__ if k not in optional or k in data]
+        return Holder(**{k: data[k] for k in fields})
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -169,10 +219,14 @@ def read_holder(experiment_path: str) -> Holder | None:
 
 
 def _driven_by(name: str, holder: Holder) -> LockHeld:
-    return LockHeld(
-        f"sweep {name!r} is being run by another driver: {holder.describe()}; wait for it, "
-        "or stop it first"
+    here = holder.host == socket.gethostname()
+    then = (
+        "stop it first, or wait for it"
+        if here
+        else f"if it died, the lock counts as stale in {holder.stale_in():.0f} s (then "
+        f"`headsweep resume {name}`)"
     )
+    return LockHeld(f"sweep {name!r} is being run by another driver: {holder.describe()}; {then}")
 
 
 def refuse_if_driven(experiment_path: str, name: str) -> None:
@@ -206,6 +260,7 @@ class SweepLock:
         return Holder(
             pid=os.getpid(),
             host=socket.gethostname(),
+            process=process_identity(os.getpid()),
             command=self.command,
             started=started,
             heartbeat=time.time(),
@@ -240,10 +295,17 @@ class SweepLock:
                     f"sweep {self.name!r} was left by a driver that died ({who}); continue it "
                     f"with `headsweep resume {self.name}`"
                 )
-            log.warning(
-                "taking over sweep %s from a dead driver (%s)",
-                self.name,
-                holder.describe() if holder else "unreadable lock",
+            why = (
+                "its process is gone"
+                if holder is not None and holder.gone()
+                else "no heartbeat"
+                if holder is not None
+                else "an unreadable lock"
+            )
+            print(
+                f"taking over sweep {self.name!r} from a dead driver ({why}: "
+                f"{holder.describe() if holder else 'no holder'})",
+                file=sys.stderr,
             )
             self.store.discard(self.token)
         else:
@@ -322,6 +384,8 @@ def driver_state(
     beats: list[tuple[float, float]] = []  # (last beat, interval)
     if experiment_path:
         holder = read_holder(experiment_path)
+        if holder is not None and holder.gone():
+            return "crashed"  # its process is gone from this host: no need to wait for beats
         if holder is not None:
             beats.append((holder.heartbeat, holder.interval))
     with contextlib.suppress(KeyError, ValueError):

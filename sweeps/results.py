@@ -4,15 +4,22 @@ in the final checkpoint; local, s3:// or gs:// through pyarrow.fs) joined with t
 runs (status, error text); then the analysis (`analysis.report.analyze`) and its outputs logged
 to the sweep's parent run; and two sweeps compared.
 
-Failed and unfinished trials are kept, with their status, never dropped. Sweeps stored before
+Failed and unfinished trials are kept, with their status, never dropped. A finished trial
+whose stored record is damaged is read from its child run's copy in MLflow, and when no copy
+is readable it is kept as `record unreadable` (the path and why in `error`): one bad file never
+sinks a sweep's analysis. Sweeps stored before
 trials wrote records are read through `sweeps.legacy`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,9 +30,9 @@ from mlflow.entities import Run
 from analysis.html_report import REPORT_HTML, write_report
 from analysis.report import GAPS_CSV, TABLES, Summary, analyze, compare_text, headline
 from analysis.reproduction import Record
-from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, Trial
+from analysis.trials import FAILED, FINISHED, RUNNING, STOPPED, UNREADABLE, Trial
 from headsweep import metrics as M
-from headsweep.record import FILE, RecordError, TrialRecord
+from headsweep.record import FILE, RecordError, SchemaMismatch, TrialRecord
 from sweeps.legacy import record_from_report
 from sweeps.locations import Locations, SweepError, experiment_in
 from sweeps.tracking import ERROR, TRIAL_ID, Tracker
@@ -63,19 +70,53 @@ def _status(final: dict[str, Any], run: Run | None) -> str:
 
 
 def _record(
-    fs: pafs.FileSystem, trial_dir: str, info: Trainable, config: dict[str, Any], reports: list
+    fs: pafs.FileSystem,
+    trial_dir: str,
+    info: Trainable,
+    config: dict[str, Any],
+    reports: list,
+    copy: Callable[[], str | None] = lambda: None,
 ) -> TrialRecord:
-    """The record the trainable wrote beside its final checkpoint; for a sweep stored before
-    records existed, one rebuilt from its reports."""
+    """The record the trainable wrote beside its final checkpoint; when that file cannot be
+    read (a disk fault, a truncated copy), the child run's copy in MLflow (`copy`); for a sweep
+    stored before records existed, one rebuilt from its reports. RecordError, naming the path
+    and why, when neither copy is readable."""
     final = reports[-1]
     checkpoint = final.get(CHECKPOINT_DIR)
-    text = _read_text(fs, f"{trial_dir}/{checkpoint}/{FILE}") if checkpoint else None
-    if text is None:
+    path = f"{trial_dir}/{checkpoint}/{FILE}"
+    text = _read_text(fs, path) if checkpoint else None
+    if text is None and not checkpoint:
         return record_from_report(info.name, config, final, reports[:-1])
     try:
+        if text is None:
+            raise RecordError("missing")
         return TrialRecord.from_json(text)
-    except RecordError as exc:
-        raise SweepError(f"{trial_dir}/{checkpoint}/{FILE}: {exc}") from None
+    except SchemaMismatch as exc:  # a record of another version, whole: not a damaged file
+        raise SweepError(f"{path}: {exc}") from None
+    except RecordError as damaged:
+        backup = copy()
+        if backup is not None:
+            with contextlib.suppress(RecordError):
+                record = TrialRecord.from_json(backup)
+                log.warning("%s: %s; using the child run's copy from MLflow", path, damaged)
+                return record
+        raise RecordError(f"{path}: {damaged}; no readable copy in MLflow either") from None
+
+
+def _mlflow_copy(tracker: Tracker | None, run: Run | None) -> Callable[[], str | None]:
+    """A reader of the child run's `record.json` artifact (None when it has none)."""
+
+    def read() -> str | None:
+        if tracker is None or run is None:
+            return None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = tracker.client.download_artifacts(run.info.run_id, FILE, tmp)
+                return Path(local).read_text()
+        except Exception:  # no artifact, or a store that cannot serve it: no copy
+            return None
+
+    return read
 
 
 def collect(
@@ -111,7 +152,13 @@ def collect(
         run = runs.get(trial_id)
         status = _status(final, run)
         config = info.flat_config(json.loads(params))
-        record = _record(fs, entry.path, info, config, reports) if status == FINISHED else None
+        record, error = None, run.data.tags.get(ERROR, "") if run is not None else ""
+        if status == FINISHED:
+            try:
+                copy = _mlflow_copy(tracker, run)
+                record = _record(fs, entry.path, info, config, reports, copy)
+            except RecordError as exc:
+                status, error = UNREADABLE, str(exc)
         trials.append(
             Trial(
                 trial_id=trial_id,
@@ -130,7 +177,7 @@ def collect(
                 wall_time_s=float(final.get("time_total_s", math.nan)),
                 node_ip=final.get("node_ip"),
                 node_id=final.get(M.NODE_ID),
-                error=run.data.tags.get(ERROR, "") if run is not None else "",
+                error=error,
                 run_id=run.info.run_id if run is not None else "",
             )
         )

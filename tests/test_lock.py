@@ -3,6 +3,9 @@ the one filter between a Tune result and MLflow metrics. No Ray runtime needed."
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -68,6 +71,68 @@ def test_the_first_look_refuses_a_live_driver_only(tmp_path):
     dead |= {"heartbeat": time.time() - 10, "interval": 1.0, "token": "old"}
     (tmp_path / "sweep" / L.LOCK_FILE).write_text(json.dumps(dead))
     L.refuse_if_driven(path, "sweep")  # a dead driver's lock: resume takes it over
+
+
+def _lock_of(path, **fields) -> None:
+    """A lock file as a driver on this host wrote it a second ago (30-s heartbeats)."""
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": "headsweep run",
+        "started": time.time() - 50,
+        "heartbeat": time.time() - 1,
+        "interval": 30.0,
+        "token": "old",
+        "process": L.process_identity(os.getpid()),
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / L.LOCK_FILE).write_text(json.dumps({**holder, **fields}))
+
+
+def test_a_dead_driver_on_this_host_is_known_at_once(tmp_path, capsys):
+    """Its heartbeat is a second old (the heartbeat rule would wait 2 minutes), but its process
+    is gone: stale now, `status` says crashed, resume takes over with one line saying so."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(gone.stdout)
+    path = tmp_path / "sweep"
+    _lock_of(path, pid=pid, process=f"{L.process_identity(os.getpid()).split(':')[0]}:1")
+    holder = read_holder(str(path))
+    assert holder.gone() and holder.stale() and holder.age() < 5
+    assert driver_state("RUNNING", {}, str(path)) == "crashed"
+    L.refuse_if_driven(str(path), "sweep")  # passes to acquire, which takes over
+    lock = SweepLock(str(path), "sweep", "headsweep resume", interval=5).acquire(takeover=True)
+    lock.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its process is gone" in err[0] and f"pid {pid}" in err[0]
+
+
+def test_a_reused_pid_is_not_the_driver(tmp_path):
+    """The pid now names another process (this one): its start time differs from the lock's."""
+    path = tmp_path / "sweep"
+    boot = L.process_identity(os.getpid()).split(":")[0]
+    _lock_of(path, process=f"{boot}:1")
+    assert read_holder(str(path)).gone()
+    _lock_of(path)  # the same process: alive
+    assert not read_holder(str(path)).gone() and not read_holder(str(path)).stale()
+
+
+def test_another_hosts_driver_is_judged_by_heartbeat_and_the_refusal_says_when(tmp_path):
+    path = tmp_path / "sweep"
+    _lock_of(path, pid=999999, host="elsewhere", process="")
+    holder = read_holder(str(path))
+    assert not holder.gone() and not holder.stale()
+    with pytest.raises(LockHeld, match=r"counts as stale in 1[01]\d s"):
+        SweepLock(str(path), "sweep", "headsweep resume").acquire(takeover=True)
+
+
+def test_a_lock_written_before_process_identities_still_reads(tmp_path):
+    path = tmp_path / "sweep"
+    _lock_of(path, host="elsewhere")
+    text = json.loads((path / L.LOCK_FILE).read_text())
+    del text["process"]
+    (path / L.LOCK_FILE).write_text(json.dumps(text))
+    assert read_holder(str(path)).process == ""
 
 
 def test_racing_drivers_get_exactly_one_lock(tmp_path):

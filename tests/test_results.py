@@ -5,6 +5,7 @@ config columns, and sweeps stored before records existed."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -235,6 +236,49 @@ def test_a_record_of_an_unknown_schema_fails_saying_what_to_do(sweep, tmp_path):
     path.write_text(json.dumps({**record, "schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(SweepError, match="headsweep version that ran it"):
         collect(str(copy), TRAINABLES["contrastive"])
+
+
+def test_a_damaged_record_is_read_from_mlflow_or_listed_and_the_rest_analysed(sweep, capsys):
+    """A finished trial's record truncated to 0 bytes (a disk fault, an interrupted copy):
+    `analyze` takes the child run's copy and the tables equal the undamaged ones; with that
+    copy gone too, the trial is listed as `record unreadable` with its path, the other seven
+    are analysed, exit 1. Restored and re-analysed at the end (the sweep is shared)."""
+    loc, name = sweep
+    directory = loc.tables(name)
+    analyze = ["analyze", name, "--root", str(loc.root)]
+    assert cli.main(analyze) == 0
+    before = {t: pd.read_parquet(directory / f"{t}.parquet") for t in TABLES}
+    record = sorted((loc.root / "ray" / name).glob(f"*/checkpoint_*/{FILE}"))[0]
+    trial_id = "_".join(record.parents[1].name.rsplit("_", 2)[-2:])
+    tracker = loc.tracker()
+    child = next(
+        c for c in tracker.children(tracker.find_sweep(name)) if c.data.tags[TRIAL_ID] == trial_id
+    )
+    artifact = Path(child.info.artifact_uri.removeprefix("file://")) / FILE
+    kept, copy = record.read_bytes(), artifact.read_bytes()
+    try:
+        record.write_bytes(b"")
+        assert cli.main(analyze) == 0
+        for table in TABLES:
+            after = pd.read_parquet(directory / f"{table}.parquet")
+            pd.testing.assert_frame_equal(after, before[table], obj=table)
+        artifact.unlink()
+        capsys.readouterr()
+        assert cli.main(analyze) == 1
+        out = capsys.readouterr().out
+        assert f"record unreadable, not analysed: {trial_id} ({record}" in out, out
+        trials = pd.read_parquet(directory / "trials.parquet").set_index("trial_id")
+        assert trials.loc[trial_id, "status"] == "record unreadable"
+        assert (trials["status"] == "finished").sum() == 7
+        assert trial_id not in set(pd.read_parquet(directory / "probes.parquet")["trial_id"])
+    finally:
+        record.write_bytes(kept)
+        artifact.write_bytes(copy)
+    assert cli.main(analyze) == 0
+    for table in TABLES:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(directory / f"{table}.parquet"), before[table]
+        )
 
 
 @pytest.mark.parametrize("all_fail", [False, True])

@@ -4,6 +4,7 @@ headsweep `on_epoch` callback into `tune.report` calls, and checkpoint with the 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -76,7 +77,31 @@ def report(
         for name, text in (files or {}).items():
             write_text(Path(tmp) / name, text)
         write_manifest(tmp)  # last: what a resume verifies the copy on storage against
-        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+        try:
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(tmp))
+        except OSError as exc:  # pyarrow's copy to storage names no path: say where, and why
+            if exc.errno != errno.ENOSPC and "No space left" not in str(exc):
+                raise
+            where = _trial_dir()
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device: the trial's checkpoint could not be written to {where}"
+                " (free space there, then `headsweep resume`)",
+                where,
+            ) from exc
+
+
+def _trial_dir() -> str:
+    """Where this trial's results and checkpoints go on the sweep's storage (Ray's storage
+    context, a developer API; the trial's local directory where it is missing)."""
+    context = tune.get_context()
+    try:
+        return str(context.get_storage().trial_fs_path)
+    except Exception:  # an older or newer Ray without it
+        try:
+            return str(context.get_trial_dir())
+        except Exception:  # outside a Tune trial: no place to name
+            return "the sweep's storage"
 
 
 def config_file(config: Mapping[str, Any]) -> dict[str, str]:
