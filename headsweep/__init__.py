@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from headsweep.config import TrialConfig
-    from headsweep.train import TrainState, TrialResult, load_checkpoint, pretrain
+    from headsweep.train import pretrain
+    from headsweep.trial_state import TrainState, TrialResult, load_checkpoint
 
 _LAZY = {
     "TrialConfig": "headsweep.config",
-    "TrainState": "headsweep.train",
-    "TrialResult": "headsweep.train",
-    "load_checkpoint": "headsweep.train",
+    "TrainState": "headsweep.trial_state",
+    "TrialResult": "headsweep.trial_state",
+    "load_checkpoint": "headsweep.trial_state",
     "pretrain": "headsweep.train",
 }
 
