@@ -1,6 +1,7 @@
 # Two entry points (see README): `make demo` runs the quickstart sweep, `make test` the test suite.
 # Both create .venv on first use from requirements.lock, every package pinned (pip included), and
 # stop if the venv then differs from the lock; pip takes torch from this machine's local wheels.
+# -qq: errors only (pip's warnings about this machine's index folders are not the project's).
 SHELL := /bin/bash  # the lock check diffs with process substitution
 PYTHON ?= python3
 VENV := .venv
@@ -16,10 +17,11 @@ export RAY_AUTH_MODE ?= disabled
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$$(grep '^pip==' $(LOCK))"
-	$(BIN)/pip install --quiet -r $(LOCK)
-	# headsweep itself, built by the locked setuptools (no isolated build env to resolve anew)
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -qq "$$(grep '^pip==' $(LOCK))"
+	$(BIN)/pip install -qq -r $(LOCK)
+	# headsweep itself, built by the locked setuptools (no isolated build env to resolve anew);
+	# its "editable installation" advice is about this very folder: not shown
+	PYTHONWARNINGS=ignore $(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	$(BIN)/$(FREEZE) | diff -u <(grep -v '^#' $(LOCK)) - \
 		|| { echo "$(VENV) differs from $(LOCK) (above): rm -rf $(VENV) and run make again"; exit 1; }
 	touch $(STAMP)

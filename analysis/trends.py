@@ -241,7 +241,7 @@ def check(
     """The verdicts of every check that applies to a sweep of `experiment`. `calibration`: the
     control trained before the sweep, used when the sweep holds no control of its own."""
     checks = CHECKS.get(experiment)
-    if not checks or probes.empty:
+    if not checks or usable(probes).empty:  # no trial trained: the health line says so
         return []
     verdicts = checks(usable(probes), usable(trials), calibration)
     if len(usable(trials)) == len(trials):

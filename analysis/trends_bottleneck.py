@@ -66,6 +66,11 @@ def _by_method(trials: pd.DataFrame, target: str) -> pd.DataFrame:
     return frame
 
 
+def _per_seed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per seed (the mean of a method's trials of that seed: a grid may repeat one)."""
+    return frame.groupby("seed")[columns].mean()
+
+
 def t10_mi_regulariser(
     trials: pd.DataFrame, target: str, probes=None, calibration: Calibration | None = None
 ) -> Verdict:
@@ -74,11 +79,11 @@ def t10_mi_regulariser(
     raises the pre probe: at the best λ of the sweep's grid (a selection, named as one) the
     paired gain over λ = 0 lies above 0."""
     frame = _by_method(trials, target)
-    base = frame[frame["method"] == "baseline"].set_index("seed")
+    base = _per_seed(frame[frame["method"] == "baseline"], [M.MI, "pre"])
     conditions: list[tuple[str, Claim | bool]] = []
     parts, counts, gains = [], [len(base)], {}
     for method, group in frame[frame["method"].str.startswith("MI")].groupby("method"):
-        group = group.set_index("seed")
+        group = _per_seed(group, [M.MI, "pre"])
         d_mi = paired_diff(group[M.MI], base[M.MI])
         gains[method] = paired_diff(group["pre"], base["pre"])
         counts.append(d_mi.n)
@@ -128,10 +133,10 @@ def t11_structural_bottlenecks(
     and the structural heads' best gains, averaged, are not below the MI term's best gain by
     more than 3 points (paired over seeds). Every setting is shown; none is required."""
     frame = _by_method(trials, target)
-    base = frame[frame["method"] == "baseline"].set_index("seed")["pre"]
+    base = _per_seed(frame[frame["method"] == "baseline"], ["pre"])["pre"]
     gains: dict[str, pd.Series] = {}
     for method, group in frame[frame["method"] != "baseline"].groupby("method"):
-        pre = group.set_index("seed")["pre"]
+        pre = _per_seed(group, ["pre"])["pre"]
         seeds = pre.index.intersection(base.index)
         gains[method] = pre.loc[seeds] - base.loc[seeds]
     families: dict[str, dict[str, pd.Series]] = {}

@@ -151,10 +151,23 @@ def pin_smoke(
     nothing the space sweeps can undo them."""
     base = apply_point(base, pinned)
     space = {k: v for k, v in space.items() if k not in pinned}
+
+    def smaller(key: str, value: Any) -> bool:
+        """A variant's own value already at or under the smoke size (an untrained control's
+        train.epochs 0, a smaller batch) is kept: --smoke shrinks, never grows."""
+        limit = pinned.get(key)
+        numbers = (int, float)
+        return (
+            isinstance(value, numbers)
+            and isinstance(limit, numbers)
+            and not isinstance(value, bool)
+            and value <= limit
+        )
+
     if isinstance(space.get(VARIANT), dict):
         space[VARIANT] = {
             kind: [
-                {k: v for k, v in variant.items() if k not in pinned}
+                {k: v for k, v in variant.items() if k not in pinned or smaller(k, v)}
                 if isinstance(variant, dict)
                 else variant
                 for variant in values

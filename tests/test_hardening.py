@@ -485,3 +485,9 @@ def test_the_git_revision_travels_with_a_job_as_an_environment_variable(monkeypa
     assert provenance.git_revision() == "abc123"
     monkeypatch.delenv(provenance.REVISION_ENV)
     assert provenance.git_revision() == "unknown"
+
+
+def test_version_names_the_package_revision_and_lock(capsys):
+    code, out, err = run_cli(capsys, "--version")
+    assert code == 0, err
+    assert out.startswith("headsweep 0.1.0 (git ") and "lock " in out, out
