@@ -20,6 +20,7 @@ from headsweep.configtree import resolve
 from headsweep.record import FILE, SCHEMA_VERSION
 from sweeps import cli
 from sweeps.locations import Locations, SweepError
+from sweeps.provenance import drift, lock_hash
 from sweeps.results import analyze_sweep, collect, compare_sweeps
 from sweeps.tracking import TRIAL_ID, param_text
 from trainables import TRAINABLES
@@ -108,6 +109,18 @@ def test_gap_equals_pre_minus_post_averaged_over_seeds(sweep):
         assert row["gap_mean"] == pytest.approx(expected[key], abs=1e-12)
     none = gaps[gaps["model.head.name"] == "none"]
     assert (none["gap_mean"] == 0).all()  # the identity head: pre is post
+
+
+def test_the_parent_run_and_the_tables_name_the_lock(sweep):
+    """The parent run records the packages with the lock's hash and any drift from it
+    (sweeps.provenance); the tables carry the lock, which headsweep reproduce's report shows."""
+    loc, name = sweep
+    versions = json.loads(loc.tracker().find_sweep(name).data.tags["headsweep.versions"])
+    assert versions["lock"] == lock_hash() != "none"
+    drifted = versions["lock_drift"] != "none"  # make test-latest runs other releases
+    assert drifted == bool(drift())
+    meta = pq.read_schema(loc.tables(name) / "trials.parquet").metadata
+    assert meta[b"lock"].decode() == lock_hash() + ("+drift" if drifted else "")
 
 
 def test_analysis_twice_is_byte_identical_and_logs_one_copy(sweep):
