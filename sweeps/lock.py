@@ -229,6 +229,12 @@ def _driven_by(name: str, holder: Holder) -> LockHeld:
     return LockHeld(f"sweep {name!r} is being run by another driver: {holder.describe()}; {then}")
 
 
+def _why(holder: Holder | None) -> str:
+    if holder is None:
+        return "an unreadable lock"
+    return f"{'its process is gone' if holder.gone() else 'no heartbeat'}: {holder.describe()}"
+
+
 def refuse_if_driven(experiment_path: str, name: str) -> None:
     """LockHeld, naming the holder, when a live driver holds the sweep: a first look for a
     command to fail in a second rather than after loading Ray and Tune. Not the decision: a
@@ -295,18 +301,8 @@ class SweepLock:
                     f"sweep {self.name!r} was left by a driver that died ({who}); continue it "
                     f"with `headsweep resume {self.name}`"
                 )
-            why = (
-                "its process is gone"
-                if holder is not None and holder.gone()
-                else "no heartbeat"
-                if holder is not None
-                else "an unreadable lock"
-            )
-            print(
-                f"taking over sweep {self.name!r} from a dead driver ({why}: "
-                f"{holder.describe() if holder else 'no holder'})",
-                file=sys.stderr,
-            )
+            print(f"taking over sweep {self.name!r} from a dead driver ({_why(holder)})",
+                  file=sys.stderr)  # fmt: skip
             self.store.discard(self.token)
         else:
             raise LockHeld(f"sweep {self.name!r}: another driver keeps taking its lock")

@@ -144,6 +144,25 @@ def apply_profiles(raw: Mapping[str, Any], profiles: list[str]) -> dict[str, Any
     return raw
 
 
+def apply_smoke(
+    base: dict[str, Any],
+    space: dict[str, Any],
+    pins: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    notes: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--smoke`'s pins over the spec (`pin_smoke`), except the keys the user's --set names:
+    those are kept, with a note saying so."""
+    explicit = explicit_keys(overrides)
+    kept = {}
+    for key, value in pins.items():
+        if any(related(key, mine) for mine in explicit):
+            notes.append(f"--smoke: keeping your --set for {key} (smoke would set {value!r})")
+        else:
+            kept[key] = value
+    return pin_smoke(base, space, kept)
+
+
 def pin_smoke(
     base: dict[str, Any], space: dict[str, Any], pinned: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -177,6 +196,24 @@ def pin_smoke(
             for kind, values in space[VARIANT].items()
         }
     return base, space
+
+
+# --smoke runs a trial in seconds on whatever machine runs it: one CPU and no GPU (a GPU spec's
+# 4 CPU + 0.5 GPU would never start on a laptop); `--set resources.gpu=1` smoke-tests the GPU.
+SMOKE_RESOURCES = {"cpu": 1, "gpu": 0}
+
+
+def smoke_resources(raw: Any, overrides: Mapping[str, Any], notes: list[str]) -> Any:
+    """The spec's `resources` at smoke size, keeping what --set gave (with a note)."""
+    if raw is not None and not isinstance(raw, dict):
+        return raw  # refused with its reason by _resources
+    out = dict(raw or {})
+    for key, value in SMOKE_RESOURCES.items():
+        if f"resources.{key}" in overrides:
+            notes.append(f"--smoke: keeping your --set for resources.{key}")
+        else:
+            out[key] = value
+    return out
 
 
 DATA_ROOT = "data.root"

@@ -49,10 +49,9 @@ from sweeps.overrides import (
     SpecError,
     absolute_data_roots,
     apply_profiles,
-    explicit_keys,
+    apply_smoke,
     override,
-    pin_smoke,
-    related,
+    smoke_resources,
 )
 from sweeps.specfile import read_spec_file
 from trainables import TRAINABLES, Trainable, TrialSettings
@@ -212,15 +211,9 @@ def parse_spec(
         raise SpecError("space: expected a mapping of dotted keys to distributions")
     notes: list[str] = list(rooted)
     if smoke:  # pinned over the spec (axes and variants cannot undo it), not over --set
-        explicit = explicit_keys(overrides or {})
-        pins = {}
-        for key, value in {**info.smoke(base), **smoke_overrides}.items():
-            if any(related(key, mine) for mine in explicit):
-                notes.append(f"--smoke: keeping your --set for {key} (smoke would set {value!r})")
-            else:
-                pins[key] = value
-        base, space_raw = pin_smoke(base, space_raw, pins)
-        raw["resources"] = _smoke_resources(raw.get("resources"), overrides or {}, notes)
+        pins = {**info.smoke(base), **smoke_overrides}
+        base, space_raw = apply_smoke(base, space_raw, pins, overrides or {}, notes)
+        raw["resources"] = smoke_resources(raw.get("resources"), overrides or {}, notes)
     name = check_name(_require(raw, "name", str), "name")
     spec = SweepSpec(
         name=name,
@@ -262,23 +255,6 @@ def _section(cls: type, raw: Mapping[str, Any], key: str) -> Any:
         return build(cls, raw.get(key) or {}, key + ".")
     except ValueError as exc:
         raise SpecError(str(exc).replace("config key", "spec key")) from None
-
-
-# --smoke runs a trial in seconds on whatever machine runs it: one CPU and no GPU (a GPU spec's
-# 4 CPU + 0.5 GPU would never start on a laptop); `--set resources.gpu=1` smoke-tests the GPU.
-SMOKE_RESOURCES = {"cpu": 1, "gpu": 0}
-
-
-def _smoke_resources(raw: Any, overrides: Mapping[str, Any], notes: list[str]) -> Any:
-    if raw is not None and not isinstance(raw, dict):
-        return raw  # refused with its reason by _resources
-    out = dict(raw or {})
-    for key, value in SMOKE_RESOURCES.items():
-        if f"resources.{key}" in overrides:
-            notes.append(f"--smoke: keeping your --set for resources.{key}")
-        else:
-            out[key] = value
-    return out
 
 
 def _resources(raw: Any) -> Resources:
