@@ -114,6 +114,7 @@ def probes_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[di
         if t.status != FINISHED or t.record is None:
             continue
         probes = t.record.probes
+        health = health_of(t)  # once per trial, not per probe row
         taps = list(dict.fromkeys(p.tap for p in probes))
         targets = list(dict.fromkeys(p.target for p in probes))
         for target in targets:
@@ -123,7 +124,7 @@ def probes_rows(sweep: str, trials: list[Trial], settings: list[str]) -> list[di
                         "sweep": sweep,
                         "trial_id": t.trial_id,
                         "seed": t.seed,
-                        "health": health_of(t),
+                        "health": health,
                         **{k: t.config.get(k) for k in settings},
                         "target": target,
                         "tap": probe.tap,

@@ -11,20 +11,12 @@ import time
 
 import pytest
 from mlflow.exceptions import MlflowException, RestException
+from test_hardening import _PARENT_RUN  # the sweep `s` the light lookups find
 
 from sweeps import cli
 from sweeps.server_errors import tracking_failure
 
 LIMIT_S = 15.0
-_PARENT_RUN = {
-    "info": {"run_id": "r1", "experiment_id": "1", "status": "FINISHED", "start_time": 0},
-    "data": {
-        "tags": [
-            {"key": "headsweep.role", "value": "parent"},
-            {"key": "headsweep.sweep", "value": "s"},
-        ]
-    },
-}
 
 
 def _server(mode: str, release: threading.Event) -> http.server.ThreadingHTTPServer:
